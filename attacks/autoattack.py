@@ -55,8 +55,17 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     if n_queries is not None:
         adversary.square.n_queries = n_queries
     devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
+    # FAB computes its input gradients with `.backward()`, which would also accumulate gradients
+    # into the weights (.grad); freeze the weights for the duration so attacks never touch .grad.
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    try:
+        for p in trainable:
+            p.requires_grad_(False)
+        with torch.random.fork_rng(devices=devices):
+            x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=batch_size)
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
     return x_adv.detach()
 
 

@@ -85,8 +85,8 @@ class DeviceLoader:
         order = (torch.randperm(n, device=self.device, generator=gen) if self.shuffle
                  else torch.arange(n, device=self.device))
         total = math.ceil(n / self.world_size) * self.world_size
-        if self.even_shards and total > n:
-            order = torch.cat([order, order[: total - n]])
+        if self.even_shards and total > n:  # repeat the start; more than once if n < world_size
+            order = order.repeat(math.ceil(total / n))[:total]
         return order[self.rank::self.world_size]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -73,17 +73,15 @@ def split_of(n: int) -> Split:
     return Split(x, torch.arange(n))
 
 
-def batches(loader: DeviceLoader) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return list(loader)
-
-
 def test_loader_batches_are_float_in_unit_range() -> None:
     loader = DeviceLoader(split_of(10), batch_size=4, crop_padding=1, flip=True, shuffle=True)
-    out = batches(loader)
+    out = list(loader)
     assert [len(y) for _, y in out] == [4, 4, 2] and len(loader) == 3
     for x, _ in out:
         assert x.dtype == torch.float32 and x.shape[1:] == (3, 4, 4) and 0 <= x.min() and x.max() <= 1
     assert sorted(torch.cat([y for _, y in out]).tolist()) == list(range(10))
+    x, y = next(iter(DeviceLoader(split_of(10), batch_size=4)))  # no shuffle, no augmentation
+    assert torch.equal(x, split_of(10).x[:4].float() / 255) and y.tolist() == [0, 1, 2, 3]
 
 
 def test_loader_is_deterministic_per_seed_and_epoch() -> None:
@@ -91,7 +89,7 @@ def test_loader_is_deterministic_per_seed_and_epoch() -> None:
         loader = DeviceLoader(split_of(32), batch_size=8, shuffle=True, crop_padding=1, flip=True,
                               seed=seed)
         loader.set_epoch(epoch)
-        return batches(loader)
+        return list(loader)
 
     def same(a: list, b: list) -> bool:
         return all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b))
