@@ -56,9 +56,11 @@ class Run:
     channels_last: bool
 
 
-def fit(cfg: TrainConfig, *, callbacks: Sequence[Callback] = (), resume_from: str | Path | None = None) -> FitResult:
-    """Train per `cfg`; resume from a training checkpoint directory if given."""
-    run = setup(cfg)
+def fit(cfg: TrainConfig, *, callbacks: Sequence[Callback] = (), resume_from: str | Path | None = None,
+        device: torch.device | None = None) -> FitResult:
+    """Train per `cfg`; resume from a training checkpoint directory if given. `device` overrides
+    cfg.device (Ray Train passes the GPU it assigned to this worker)."""
+    run = setup(cfg, device)
     out = Path(cfg.output_dir)
     history: list[dict[str, Any]] = []
     start, best_score = 0, -math.inf
@@ -79,6 +81,8 @@ def fit(cfg: TrainConfig, *, callbacks: Sequence[Callback] = (), resume_from: st
         score = record[f"val_{cfg.validation.select}"]
         record["is_best"] = score > best_score
         best_score = max(best_score, score)
+        best = record if record["is_best"] else next(r for r in reversed(history) if r["is_best"])
+        record.update({f"best_val_{k}": best[f"val_{k}"] for k in ("clean", "pgd", "w_robust")})
         history.append(record)
         last = None
         if run.dist.is_main:
@@ -98,10 +102,10 @@ def fit(cfg: TrainConfig, *, callbacks: Sequence[Callback] = (), resume_from: st
     return result
 
 
-def setup(cfg: TrainConfig) -> Run:
+def setup(cfg: TrainConfig, device: torch.device | None = None) -> Run:
     """Everything a run needs, built from the config (datasets, teachers, student, optimizer)."""
     dist = dist_info()
-    device = _device(cfg.device, dist)
+    device = device or _device(cfg.device, dist)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     d = cfg.data

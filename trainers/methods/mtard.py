@@ -7,9 +7,10 @@ One iteration: x' = CE-PGD on the student (eval mode, start x + 0.001 N(0, 1), 1
   L_adv = kd_scale * mean_b KL(p(T_adv(x') / tau_adv) || p(S(x'))),
   L_nat = kd_scale * mean_b KL(p(T_nat(x) / tau_nat) || p(S(x))),
 student at T = 1 (train mode, two forwards), no tau^2, no hard labels. From this step's detached
-values NLB updates (w_adv, w_nat) and EBB updates the temperatures; the loss is
-w_adv L_adv + w_nat L_nat with the updated weights, the new temperatures act from the next step.
-Both balance rates are multiplied by the lr scale (the papers decay them x0.1 with the lr).
+values (averaged over ranks when distributed, so every rank holds the same balance state) NLB
+updates (w_adv, w_nat) and EBB the temperatures; the loss is w_adv L_adv + w_nat L_nat with the
+updated weights, while the new temperatures act from the next step. Both balance rates are
+multiplied by the lr scale (the papers decay them x0.1 with the lr).
 
 Names: "b_mtard" (EBB + NLB) and "mtard" (NLB only, tau = 1 fixed) are two registered methods
 sharing this class, each with a single profile "paper": the name says which paper, and methods.md
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 
 from trainers.configs import check
+from trainers.distributed import all_reduce_sum, dist_info
 from trainers.methods.base import MethodContext, MethodDef, StepInfo, attack_eps, kl_per_example, register
 from trainers.methods.pgd_at import craft_ce_pgd
 
@@ -48,7 +50,7 @@ class MtardConfig:
     def __post_init__(self) -> None:
         check(self.kd_scale > 0, "kd_scale", f"must be > 0, got {self.kd_scale}")
         check(self.beta >= 0, "beta", f"must be >= 0, got {self.beta}")
-        check(0 <= self.eta_w <= 1, "eta_w", f"must be in [0, 1] (keeps the weights on the simplex), got {self.eta_w}")
+        check(0 <= self.eta_w <= 1, "eta_w", f"must be in [0, 1] (keeps w on the simplex), got {self.eta_w}")
         check(self.eta_tau >= 0, "eta_tau", f"must be >= 0, got {self.eta_tau}")
         check(0 < self.tau_min <= 1, "tau_min", f"must be in (0, 1] (tau starts at 1), got {self.tau_min}")
         check(self.tau_max >= 1, "tau_max", f"must be >= 1 (tau starts at 1), got {self.tau_max}")
@@ -84,7 +86,8 @@ class EntropyBalance:
 
     def update(self, entropies: torch.Tensor, eta: float) -> torch.Tensor:
         """entropies = [H_adv, H_nat] (detached, same device as tau); returns the new tau."""
-        self.tau = (self.tau - eta * torch.sign(entropies - entropies.flip(0))).clamp(self.tau_min, self.tau_max)
+        step = eta * torch.sign(entropies - entropies.flip(0))  # [sign(H_adv - H_nat), sign(H_nat - H_adv)]
+        self.tau = (self.tau - step).clamp(self.tau_min, self.tau_max)
         return self.tau
 
     def state_dict(self) -> dict[str, Any]:
@@ -148,13 +151,15 @@ class Mtard:
         tau = self.ebb.tau
         losses = mtard_kd_terms(student_adv, student_nat, teacher_adv, teacher_nat, tau, self.cfg.kd_scale)
         entropies = torch.stack([mean_entropy(teacher_adv, tau[0]), mean_entropy(teacher_nat, tau[1])])
+        # Averaged over ranks (the identity on one process): every rank keeps the same balance state.
+        stats = all_reduce_sum(torch.cat([losses.detach(), entropies])) / dist_info().world_size
         if self.cfg.balance_temperatures:
-            self.ebb.update(entropies, self.cfg.eta_tau * info.lr_scale)
-        w = self.nlb.update(losses.detach(), self.cfg.eta_w * info.lr_scale)
+            self.ebb.update(stats[2:], self.cfg.eta_tau * info.lr_scale)
+        w = self.nlb.update(stats[:2], self.cfg.eta_w * info.lr_scale)
         loss = (w * losses).sum()
         return loss, {"tau_adv": tau[0], "tau_nat": tau[1], "w_adv": w[0], "w_nat": w[1],
-                      "entropy_adv": entropies[0], "entropy_nat": entropies[1],
-                      "loss_adv": losses[0].detach(), "loss_nat": losses[1].detach(),
+                      "entropy_adv": stats[2], "entropy_nat": stats[3],
+                      "loss_adv": stats[0], "loss_nat": stats[1],
                       "train_acc": (student_nat.argmax(1) == y).float().mean(),
                       "train_adv_acc": (student_adv.argmax(1) == y).float().mean()}
 

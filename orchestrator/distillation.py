@@ -1,0 +1,56 @@
+"""One distillation (or any training) run on Ray Train, with teachers taken from the registry or
+from checkpoint paths; the final run folder lands in `<storage>/runs/<name>/`."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from orchestrator.ray_env import check_fits, init_ray
+from orchestrator.ray_train import Resources, fetch_artifacts, run_training
+from orchestrator.storage import Storage
+from orchestrator.teacher_registry import TeacherRegistry
+from trainers import TrainConfig
+from trainers.configs import check, config_hash, to_dict
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistillConfig:
+    name: str = "distill"
+    """Run name: stable, so re-running an interrupted run resumes it."""
+    storage: str = "runs"
+    resources: Resources = field(default_factory=Resources)
+    autoscaling: bool = False
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """The training config; `teachers` may name registry teachers instead of paths."""
+
+    def __post_init__(self) -> None:
+        check(bool(self.name) and "/" not in self.name, "name", f"must be a non-empty name without '/', got {self.name!r}")
+
+
+def distill(cfg: DistillConfig) -> dict[str, Any]:
+    """Run it; returns the final metrics (last epoch + test metrics of best and last)."""
+    storage = Storage(cfg.storage)
+    registry = TeacherRegistry(storage)
+    train = replace(cfg.train, name=cfg.name, teachers=tuple(registry.resolve(t) for t in cfg.train.teachers))
+    init_ray()
+    check_fits("resources", cfg.resources.per_worker(), cfg.resources.num_workers, cfg.autoscaling)
+    hparams = {"method": train.method, "student": train.model.arch, "teachers": len(train.teachers)}
+    result = run_training(train, name=f"distill-{cfg.name}-{config_hash(to_dict(train))[:8]}", storage=storage,
+                          resources=cfg.resources, hparams=hparams,
+                          tensorboard_dir=storage.uri_of("tensorboard", "distill", cfg.name) if storage.is_local else None,
+                          results_uri=storage.uri, sweep="distill")
+    if result.error is not None:
+        raise RuntimeError(f"distillation {cfg.name} failed: {result.error}")
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts = fetch_artifacts(result, Path(tmp))
+        if storage.is_local:
+            dest = storage.local("runs", cfg.name)
+            if dest.exists():
+                shutil.rmtree(dest)
+            shutil.copytree(artifacts, dest)
+        else:
+            storage.upload_dir(artifacts, "runs", cfg.name)
+    return {**result.metrics, "path": storage.uri_of("runs", cfg.name)}

@@ -1,0 +1,85 @@
+"""The teacher registry: pretrained teachers under `<storage>/teachers/<spec hash>/` (best/ and
+last/ checkpoints) plus one index row per teacher (spec hash, name, architecture, method, dataset,
+validation and test clean / PGD accuracy). A spec already registered is never retrained unless
+forced; distillation configs refer to teachers by registry name or by checkpoint path."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.results import ResultsStore
+from orchestrator.storage import Storage
+from trainers import TrainConfig
+from trainers.configs import ConfigError, config_hash, to_dict
+
+IGNORED = ("name", "output_dir", "threads", "device")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TeacherSpec:
+    name: str
+    """Registry name that distillation configs and search spaces refer to."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def hash(self) -> str:
+        """Identity of what is trained (the name, paths and thread counts do not change it)."""
+        data = {k: v for k, v in to_dict(self.train).items() if k not in IGNORED}
+        return config_hash(data)
+
+
+class TeacherRegistry:
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.index = ResultsStore(storage, "teachers/index")
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [r for r in self.index.read(kind="teacher") if self.storage.exists("teachers", r["key"], "best", "model.json")]
+
+    def lookup(self, spec: TeacherSpec) -> dict[str, Any] | None:
+        return next((r for r in self.rows() if r["key"] == spec.hash), None)
+
+    def register(self, spec: TeacherSpec, artifacts: Path, final: dict[str, Any]) -> dict[str, Any]:
+        """Publish a finished run folder (best/, last/) and its index row."""
+        for tag in ("best", "last"):
+            if self.storage.is_local:
+                dest = self.storage.local("teachers", spec.hash, tag)
+                if dest.exists():
+                    shutil.rmtree(dest)
+                shutil.copytree(artifacts / tag, dest)
+            else:
+                self.storage.upload_dir(artifacts / tag, "teachers", spec.hash, tag)
+        cfg = spec.train
+        metrics = {"name": spec.name, "arch": cfg.model.arch, "method": cfg.method.get("name"),
+                   "profile": cfg.method.get("profile", "paper"), "dataset": cfg.data.name, "seed": cfg.seed,
+                   "epochs": cfg.epochs, "path": self.storage.uri_of("teachers", spec.hash, "best"),
+                   **{k: final[k] for k in ("val_clean", "val_pgd", "val_w_robust", "best_val_w_robust",
+                                            "test_clean", "test_pgd", "test_w_robust") if k in final}}
+        self.index.append([{"key": spec.hash, "kind": "teacher", "run": spec.name, "metrics": metrics}])
+        return {"key": spec.hash, "metrics": metrics}
+
+    def resolve(self, ref: str) -> str:
+        """A checkpoint directory for a teacher given by path/URI, registry name or spec hash."""
+        if "://" in ref or Path(ref).exists():
+            return ref
+        matches = [r for r in self.rows() if ref in (r["run"], r["key"])]
+        if not matches:
+            known = sorted({r["run"] for r in self.rows()})
+            raise ConfigError("teachers", f"{ref!r} is neither a checkpoint path nor a teacher in the registry "
+                              f"at {self.storage.uri} (known: {', '.join(known) or 'none'})")
+        return matches[-1]["metrics"]["path"]
+
+
+def localize(uri: str, cache: Path | None = None) -> str:
+    """A local directory for a checkpoint that may live in object storage (downloaded once)."""
+    if "://" not in uri or uri.startswith("file://"):
+        return uri.removeprefix("file://")
+    cache = cache or Path(tempfile.gettempdir()) / "teacher-cache"
+    target = cache / config_hash(uri)
+    if not (target / "model.json").exists():
+        storage = Storage(uri)
+        storage.download_dir(target)
+    return str(target)

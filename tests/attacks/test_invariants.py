@@ -1,0 +1,389 @@
+"""Properties every attack must have, whatever the model: the threat model (eps-ball and [0, 1]),
+no side effects on the model (weights' .grad, train/eval modes, the global RNG, the input),
+eval-mode enforcement, determinism under a seed, parameter validation, and the keep-best rule."""
+from __future__ import annotations
+
+from typing import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attacks import (AttackModeError, AttackSpec, autoattack, cw_inf, early_stopped_pgd, fgsm,
+                     kl_pgd, pgd, run_attack)
+from attacks.losses import cross_entropy
+
+EPS = 0.1
+TOL = 1e-6
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: a second intra-op thread only adds synchronization (badly so on a busy
+    2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_cnn(seed: int = 0) -> nn.Module:
+    """BN and dropout, so train mode would visibly change the attack."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(1, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Dropout(0.3), nn.Linear(6 * 16, 10))
+    with torch.no_grad():  # non-trivial running statistics
+        model[1].running_mean.uniform_(-0.2, 0.2)
+        model[1].running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    return tiny_cnn()
+
+
+@pytest.fixture(scope="module")
+def data(model) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(12, 1, 8, 8, generator=g)
+    x[:, :, 0, :] = 0.0  # pixels exactly on the box boundary
+    x[:, :, -1, :] = 1.0
+    x[:, :, :, 0] = torch.where(torch.arange(8) % 2 == 0, 0.0, 1.0)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # clean-correct, so the AutoAttack components attack every point...
+    y[:2] = (y[:2] + 1) % 10  # ...except two clean errors
+    return x, y
+
+
+Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+
+def native(fn, **kw) -> Attack:
+    def run(model, x, y, seed, **extra):
+        return fn(model, x, y, eps=EPS, generator=torch.Generator().manual_seed(seed), **kw, **extra)
+    return run
+
+
+def kl(model, x, y, seed, **extra):
+    with torch.no_grad():
+        target = torch.softmax(model(x), 1) if not model.training else torch.full((len(x), 10), 0.1)
+    return kl_pgd(model, x, y, target_probs=target, eps=EPS,
+                  generator=torch.Generator().manual_seed(seed), **extra)
+
+
+def spec(name: str, **params) -> Attack:
+    def run(model, x, y, seed, **extra):
+        assert not extra
+        return run_attack(AttackSpec(name, {"eps": EPS, **params}), model, x, y, seed=seed)
+    return run
+
+
+QUICK = {"n_iter": 5, "n_queries": 40}
+# name -> (attack, uses randomness)
+ATTACKS: dict[str, tuple[Attack, bool]] = {
+    "fgsm": (native(fgsm), False),
+    "fgsm_uniform": (native(fgsm, random_start="uniform"), True),
+    "pgd_uniform": (native(pgd, random_start="uniform"), True),
+    "pgd_normal": (native(pgd, random_start="normal", start_scale=0.05), True),
+    "pgd_none": (native(pgd, random_start="none"), False),
+    "pgd_restarts2": (native(pgd, random_start="uniform", restarts=2, steps=5), True),
+    "pgd_cw_no_best": (native(pgd, loss="cw", keep_best=False, random_start="uniform"), True),
+    "cw_inf": (native(cw_inf, steps=10), True),
+    "kl_pgd": (kl, True),
+    "fat_ce": (native(early_stopped_pgd, tau=1), True),
+    "fat_kl": (native(early_stopped_pgd, tau=1, loss="kl"), True),
+    "fat_ce_tensor_tau": (native(early_stopped_pgd, tau=torch.arange(12) % 3, omega=0.0,
+                                 random_start="none"), False),
+    "spec_fgsm": (spec("fgsm"), False),
+    "spec_pgd": (spec("pgd", steps=5), True),
+    "spec_cw_inf": (spec("cw_inf", steps=5), True),
+    "apgd_ce": (spec("apgd_ce", **QUICK), True),
+    "apgd_dlr": (spec("apgd_dlr", **QUICK), True),
+    "apgd_t": (spec("apgd_t", **QUICK), True),
+    "fab_t": (spec("fab_t", **QUICK), False),  # FAB's first (only) restart has no random start
+    "square": (spec("square", **QUICK), True),
+    "autoattack": (spec("autoattack", **QUICK), True),
+    "autoattack_rand": (spec("autoattack", version="rand", **QUICK), True),
+}
+NAMES = list(ATTACKS)
+RANDOM = [n for n in NAMES if ATTACKS[n][1]]
+
+
+def modes(model: nn.Module) -> list[bool]:
+    return [m.training for m in model.modules()]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_threat_model_and_no_side_effects(name, model, data) -> None:
+    attack, _ = ATTACKS[name]
+    x, y = data
+    x_before, y_before = x.clone(), y.clone()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    for p in model.parameters():
+        p.grad = None
+    before_modes = modes(model)
+    rng = torch.get_rng_state()
+
+    x_adv = attack(model, x, y, 0)
+
+    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype and x_adv.device == x.device
+    assert torch.isfinite(x_adv).all()
+    assert (x_adv - x).abs().max() <= EPS + TOL
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert not x_adv.requires_grad
+    # No side effects: weights' gradients, modes, weights and BN statistics, the global RNG, inputs.
+    assert all(p.grad is None for p in model.parameters()), "the attack touched the weights' .grad"
+    assert all(p.requires_grad for p in model.parameters())
+    assert modes(model) == before_modes
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert torch.equal(torch.get_rng_state(), rng), "the attack consumed the global RNG"
+    assert torch.equal(x, x_before) and torch.equal(y, y_before)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_seed_same_result(name, model, data) -> None:
+    attack, _ = ATTACKS[name]
+    x, y = data
+    assert torch.equal(attack(model, x, y, 3), attack(model, x, y, 3))
+
+
+@pytest.mark.parametrize("name", RANDOM)
+def test_different_seed_different_result(name, model, data) -> None:
+    attack, _ = ATTACKS[name]
+    x, y = data
+    assert not torch.equal(attack(model, x, y, 3), attack(model, x, y, 4))
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("where", ["whole", "submodule"])
+def test_train_mode_is_refused(name, where, data) -> None:
+    attack, _ = ATTACKS[name]
+    x, y = data
+    m = tiny_cnn()
+    if where == "whole":
+        m.train()
+    else:
+        m[5].train()  # only the dropout
+    before = modes(m)
+    with pytest.raises(AttackModeError):
+        attack(m, x, y, 0)
+    assert modes(m) == before
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if not n.startswith(("spec_", "apgd", "fab",
+                                                                      "square", "autoattack"))])
+def test_require_eval_false_allows_train_mode(name, data) -> None:
+    attack, _ = ATTACKS[name]
+    x, y = data
+    m = tiny_cnn().train()
+    x_adv = attack(m, x, y, 0, require_eval=False)
+    assert (x_adv - x).abs().max() <= EPS + TOL
+    assert all(mod.training for mod in m.modules())
+    assert all(p.grad is None for p in m.parameters())
+
+
+def test_autoattack_require_eval_false(data) -> None:
+    x, y = data
+    m = tiny_cnn()
+    m[5].train()  # dropout only: the model is randomized, as for the "rand" protocol
+    x_adv = autoattack(m, x, y, eps=EPS, seed=0, attacks=["apgd-ce"], n_iter=3, require_eval=False)
+    assert (x_adv - x).abs().max() <= EPS + TOL and 0 <= x_adv.min() and x_adv.max() <= 1
+    assert m[5].training and not m[1].training
+
+
+def test_attacks_are_per_example(model, data) -> None:
+    # Deterministic attacks: one example attacked alone = the same example attacked in a batch.
+    x, y = data
+    for attack in (native(pgd, random_start="none"), native(cw_inf, random_start="none", steps=10),
+                   native(fgsm)):
+        batch = attack(model, x, y, 0)
+        for i in (0, 5, 11):
+            torch.testing.assert_close(attack(model, x[i:i + 1], y[i:i + 1], 0), batch[i:i + 1],
+                                       atol=TOL, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameter validation and AttackSpec
+# ---------------------------------------------------------------------------------------------
+
+def _eps_callers():
+    def aa(model, x, y, eps):
+        return autoattack(model, x, y, eps=eps, seed=0, n_iter=1)
+    return {
+        "fgsm": lambda m, x, y, e: fgsm(m, x, y, eps=e),
+        "pgd": lambda m, x, y, e: pgd(m, x, y, eps=e),
+        "cw_inf": lambda m, x, y, e: cw_inf(m, x, y, eps=e),
+        "kl_pgd": lambda m, x, y, e: kl_pgd(m, x, target_probs=torch.full((len(x), 10), 0.1), eps=e),
+        "early_stopped_pgd": lambda m, x, y, e: early_stopped_pgd(m, x, y, eps=e),
+        "autoattack": aa,
+    }
+
+
+@pytest.mark.parametrize("fn", list(_eps_callers()))
+@pytest.mark.parametrize("eps", [-0.01, 1.5, 8.0])
+def test_eps_out_of_range_raises(fn, eps, model, data) -> None:
+    x, y = data
+    with pytest.raises(ValueError, match="eps"):
+        _eps_callers()[fn](model, x, y, eps)
+
+
+def test_other_parameter_validation(model, data) -> None:
+    x, y = data
+    with pytest.raises(ValueError):
+        pgd(model, x, y, eps=EPS, steps=-1)
+    with pytest.raises(ValueError):
+        pgd(model, x, y, eps=EPS, restarts=0)
+    with pytest.raises(ValueError, match="random_start"):
+        pgd(model, x, y, eps=EPS, random_start="gaussian")
+    with pytest.raises(ValueError, match="apgd-xyz"):
+        autoattack(model, x, y, eps=EPS, seed=0, attacks=["apgd-xyz"])
+
+
+@pytest.mark.parametrize("name", ["pgd", "fgsm", "autoattack", "square"])
+@pytest.mark.parametrize("eps", [-0.1, 1.01, 8])
+def test_spec_eps_out_of_range(name, eps) -> None:
+    with pytest.raises(ValueError, match="eps"):
+        AttackSpec(name, {"eps": eps})
+
+
+def test_spec_unknown_name_is_named() -> None:
+    with pytest.raises(ValueError, match="'pgdd'") as err:
+        AttackSpec("pgdd", {"eps": 0.1})
+    assert "'pgd'" in str(err.value)  # the suggestion
+    with pytest.raises(ValueError, match="'not_an_attack'"):
+        AttackSpec("not_an_attack")
+
+
+@pytest.mark.parametrize("name,param", [("pgd", "stepz"), ("fgsm", "steps"), ("cw_inf", "loss"),
+                                        ("autoattack", "attacks"), ("pgd", "generator"),
+                                        ("apgd_ce", "seed"), ("square", "kappa")])
+def test_spec_unknown_or_reserved_param_is_named(name, param) -> None:
+    with pytest.raises(ValueError, match=f"'{param}'"):
+        AttackSpec(name, {"eps": 0.1, param: 1})
+
+
+def test_spec_key_is_stable_and_ignores_label() -> None:
+    a = AttackSpec("pgd", {"eps": 0.1, "steps": 10, "step_size": 0.025}, label="PGD-10")
+    b = AttackSpec("pgd", {"step_size": 0.025, "steps": 10, "eps": 0.1})
+    assert a.key == b.key
+    assert a.key == '{"name": "pgd", "params": {"eps": 0.1, "step_size": 0.025, "steps": 10}}'
+    assert AttackSpec("pgd", {"eps": 0.1, "steps": 20}).key != a.key
+    assert AttackSpec("fgsm", {"eps": 0.1}).key != AttackSpec("pgd", {"eps": 0.1}).key
+    assert a.display == "PGD-10" and b.display == "pgd"
+    assert a.eps == 0.1
+
+
+def test_spec_with_defaults_keeps_explicit_values() -> None:
+    s = AttackSpec("pgd", {"steps": 20}, label="x").with_defaults(eps=0.2, steps=10)
+    assert s.params == {"eps": 0.2, "steps": 20} and s.label == "x"
+
+
+def test_run_attack_needs_eps(model, data) -> None:
+    x, y = data
+    with pytest.raises(ValueError, match="eps"):
+        run_attack(AttackSpec("pgd"), model, x, y, seed=0)
+
+
+def test_spec_from_library() -> None:
+    assert not AttackSpec("pgd").from_library and not AttackSpec("cw_inf").from_library
+    assert AttackSpec("apgd_t").from_library and AttackSpec("autoattack").from_library
+
+
+# ---------------------------------------------------------------------------------------------
+# keep_best
+# ---------------------------------------------------------------------------------------------
+# A model whose logits depend on x only through u = (sum(x) - 2) / (4 * delta), for x [B, 1, 2, 2]
+# starting at 0.5 everywhere: every pixel's gradient has the same sign, so each signed step of
+# delta moves u by exactly +1 or -1 and the PGD path visits integer u only.
+
+DELTA = 0.05
+
+
+class PathModel(nn.Module):
+    def __init__(self, logits_of_u: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.logits_of_u = logits_of_u
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits_of_u((x.flatten(1).sum(1) - 2.0) / (4 * DELTA))
+
+
+def peaked(u: torch.Tensor) -> torch.Tensor:
+    # z = [0, -1 - |u - 1.25|], y = 0: always correct, CE peaks at u = 1.25. From u = 0 the path is
+    # 0, 1, 2, 1, 2 (the gradient flips sign past 1.25): the last iterate (u = 2) is worse than u = 1.
+    return torch.stack([torch.zeros_like(u), -1 - (u - 1.25).abs()], 1)
+
+
+def wrong_then_correct(u: torch.Tensor) -> torch.Tensor:
+    # z = [0, h1, h2], y = 0, with h1 = -0.5 + 0.8 u - 2.4 relu(u - 1.5), h2 = -2 + 0.95 u.
+    # u = 0: z = [0, -0.5, -2]     correct, CE 0.555
+    # u = 1: z = [0, 0.3, -1.05]   WRONG,   CE 0.993
+    # u = 2: z = [0, -0.1, -0.1]   correct, CE 1.033 (higher than at u = 1)
+    # dCE/du > 0 at u = 0 and u = 1 (h1' = 0.8, h2' = 0.95 there), so the path is 0, 1, 2.
+    h1 = -0.5 + 0.8 * u - 2.4 * F.relu(u - 1.5)
+    h2 = -2 + 0.95 * u
+    return torch.stack([torch.zeros_like(u), h1, h2], 1)
+
+
+def at(k: int) -> torch.Tensor:
+    return torch.full((1, 1, 2, 2), 0.5 + k * DELTA)
+
+
+def test_keep_best_returns_the_highest_loss_iterate() -> None:
+    model = PathModel(peaked)
+    x, y = at(0), torch.tensor([0])
+    loss = lambda p: cross_entropy(model(p), y).item()  # noqa: E731
+    assert loss(at(1)) > loss(at(2)) > loss(at(0))
+    kw = dict(eps=0.3, step_size=DELTA, steps=4, random_start="none")
+    torch.testing.assert_close(pgd(model, x, y, keep_best=False, **kw), at(2), atol=TOL, rtol=0)
+    torch.testing.assert_close(pgd(model, x, y, keep_best=True, **kw), at(1), atol=TOL, rtol=0)
+    torch.testing.assert_close(pgd(model, x, y, restarts=2, keep_best=False, **kw), at(1),
+                               atol=TOL, rtol=0)
+
+
+def test_keep_best_prefers_misclassified_over_higher_loss() -> None:
+    model = PathModel(wrong_then_correct)
+    x, y = at(0), torch.tensor([0])
+    with torch.no_grad():
+        assert model(at(0)).argmax(1).item() == 0
+        assert model(at(1)).argmax(1).item() != 0
+        assert model(at(2)).argmax(1).item() == 0
+        assert cross_entropy(model(at(2)), y) > cross_entropy(model(at(1)), y)
+    kw = dict(eps=0.3, step_size=DELTA, steps=2, random_start="none")
+    torch.testing.assert_close(pgd(model, x, y, keep_best=False, **kw), at(2), atol=TOL, rtol=0)
+    torch.testing.assert_close(pgd(model, x, y, keep_best=True, **kw), at(1), atol=TOL, rtol=0)
+
+
+def test_keep_best_against_every_iterate(model) -> None:
+    # Same seed -> same start and path, so pgd(steps=k, keep_best=False) is the k-th iterate.
+    # The keep-best result must be misclassified if any iterate is, else have the top loss.
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(48, 1, 8, 8, generator=g)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    eps, steps = 0.02, 8
+
+    def run(k, keep_best):
+        return pgd(model, x, y, eps=eps, steps=k, step_size=eps / 4, random_start="uniform",
+                   keep_best=keep_best, generator=torch.Generator().manual_seed(9))
+
+    iterates = [run(k, False) for k in range(steps + 1)]
+    best = run(steps, True)
+    with torch.no_grad():
+        logits = [model(it) for it in iterates]
+        wrong = torch.stack([z.argmax(1) != y for z in logits])
+        loss = torch.stack([cross_entropy(z, y) for z in logits])
+        best_logits = model(best)
+    best_wrong = best_logits.argmax(1) != y
+    ever_wrong = wrong.any(0)
+    assert 0 < int(ever_wrong.sum()) < len(x), "the check needs both kinds of points"
+    assert torch.equal(best_wrong, ever_wrong)
+    never = ~ever_wrong
+    best_loss = cross_entropy(best_logits, y)
+    assert (best_loss[never] >= loss[:, never].amax(0) - 1e-5).all()
+    assert (best_loss[never] >= loss[-1, never] - 1e-5).all()

@@ -1,0 +1,82 @@
+"""ARD (trainers/methods/ard.py) against a hand-written formula (methods.md section 4)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from kd_testing import bn_stats, kl_np, log_softmax_np, np_of, sgd_steps
+
+from trainers.configs import ConfigError
+from trainers.methods import METHODS, StepInfo, parse_method
+from trainers.methods.ard import ard_loss
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.7])
+@pytest.mark.parametrize("reduction,divisor", [("batchmean", 1), ("elementwise_mean", 10)])
+def test_loss_matches_the_formula(alpha: float, reduction: str, divisor: int) -> None:
+    gen = torch.Generator().manual_seed(0)
+    s_adv, s_nat, t_nat = (5 * torch.randn(6, 10, generator=gen) for _ in range(3))
+    y = torch.randint(0, 10, (6,), generator=gen)
+    loss, kd, ce = ard_loss(t_nat, s_adv, s_nat, y, alpha=alpha, temperature=30.0, kl_reduction=reduction)
+    want_kd = 30.0 ** 2 * kl_np(np_of(t_nat) / 30, np_of(s_adv) / 30).sum() / (6 * divisor)
+    want_ce = -log_softmax_np(np_of(s_nat))[np.arange(6), y.numpy()].mean()
+    assert kd.item() == pytest.approx(want_kd, rel=1e-4)
+    assert loss.item() == pytest.approx(alpha * want_kd + (1 - alpha) * want_ce, rel=1e-4)
+    assert (ce is None) == (alpha == 1)
+
+
+@pytest.mark.parametrize("profile", ["paper", "official"])
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_step_matches_the_formula_and_skips_the_clean_forward(profile: str, alpha: float, make_ctx,
+                                                              batch) -> None:
+    inputs = []
+    ctx = make_ctx(1, forward=lambda x: (inputs.append(x), ctx.student(x))[1])
+    mdef, cfg = parse_method({"name": "ard", "profile": profile, "alpha": alpha})
+    method = mdef.build(cfg, ctx)
+    x, y = batch
+    x_adv = (x + 0.1 * torch.randn_like(x).sign()).clamp(0, 1)
+    with torch.no_grad():
+        s_adv, s_nat = np_of(ctx.student(x_adv)), np_of(ctx.student(x))
+        t_nat = np_of(ctx.teachers.models[0](x))
+    loss, metrics = method.loss_terms(x, y, x_adv, StepInfo(0, 0, 1.0))
+    kd = 900 * kl_np(t_nat / 30, s_adv / 30).mean() / (10 if profile == "official" else 1)
+    ce = -log_softmax_np(s_nat)[np.arange(len(y)), y.numpy()].mean()
+    assert loss.item() == pytest.approx(alpha * kd + (1 - alpha) * ce, rel=1e-4)
+    assert [t is x_adv for t in inputs] == ([True] if alpha == 1 else [True, False])
+    assert ("train_acc" in metrics) == (alpha < 1)
+
+
+@pytest.mark.parametrize("profile", ["paper", "official"])
+def test_attack_mode_per_profile(profile: str, make_ctx, batch) -> None:
+    """Paper: the student is attacked in eval mode (BN running stats untouched); official: in
+    train mode, as the reference code (running stats move). Uniform start either way."""
+    ctx = make_ctx(1)
+    mdef, cfg = parse_method({"name": "ard", "profile": profile, "steps": 1, "step_size": 0.0})
+    before = bn_stats(ctx.student)
+    x, y = batch
+    x_adv = mdef.build(cfg, ctx).inner_max(x, y, StepInfo(0, 0, 1.0))
+    moved = not all(torch.equal(a, b) for a, b in zip(before, bn_stats(ctx.student)))
+    assert moved == (profile == "official") and ctx.student.training
+    delta = (x_adv - x).abs()  # uniform start in the eps-ball (clipped to [0, 1])
+    assert delta.max() <= ctx.eps + 1e-6 and delta.mean() > 0.2 * ctx.eps
+
+
+@pytest.mark.parametrize("profile", ["paper", "official"])
+def test_trains_tiny_student(profile: str, make_ctx, batch) -> None:
+    mdef, cfg = parse_method({"name": "ard", "profile": profile, "temperature": 4.0, "steps": 3})
+    ctx = make_ctx(1)
+    losses = sgd_steps(mdef.build(cfg, ctx), ctx, batch[0][:16], batch[1][:16], steps=20,
+                       attack_in_eval=profile == "paper")
+    assert all(map(math.isfinite, losses)) and np.mean(losses[-3:]) < np.mean(losses[:3])
+
+
+def test_registration_and_config_errors() -> None:
+    assert METHODS.get("ard").teachers == (1, 1)
+    official = parse_method({"name": "ard", "profile": "official"})[1]
+    assert (official.attack_mode, official.kl_reduction) == ("train", "elementwise_mean")
+    for field, value in [("alpha", 2.0), ("temperature", 0.0), ("kl_reduction", "sum")]:
+        with pytest.raises(ConfigError) as err:
+            parse_method({"name": "ard", field: value})
+        assert err.value.field == field
