@@ -1,0 +1,153 @@
+"""Robustness evaluation of checkpoints with an attack suite, sharded over the actor pool.
+
+Plan (checkpoint x attack x shard) tasks, skip those already in the results store (keyed by the
+weights' hash, the attack and its parameters, the shard and the seed), run the rest on the pool,
+append one row per task as it finishes, then summarize from the stored per-point masks:
+clean, robust and W-Robust per attack, and the per-point worst case over the suite.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from attacks import AttackSpec
+from attacks.autoattack import VERSION as AUTOATTACK_VERSION
+from attacks.metrics import Count, count, w_robust, worst_case
+from orchestrator.eval_pool import EvalTask, run_local, run_pool
+from orchestrator.ray_env import init_ray
+from orchestrator.results import ResultsStore, unpack_mask
+from orchestrator.teacher_registry import localize
+from trainers.checkpoint import checkpoint_dir, read_document
+from trainers.configs import ConfigError
+from trainers.data import load_dataset
+
+SUITES = Path(__file__).with_name("suites.yaml")
+
+
+def load_suite(name_or_path: str) -> list[AttackSpec]:
+    """A named suite from suites.yaml, or a YAML file with a list of {name, label, params}."""
+    presets = yaml.safe_load(SUITES.read_text())
+    if name_or_path in presets:
+        entries, where = presets[name_or_path], f"suite {name_or_path!r}"
+    elif Path(name_or_path).is_file():
+        entries, where = yaml.safe_load(Path(name_or_path).read_text()), name_or_path
+    else:
+        raise ConfigError("suite", f"{name_or_path!r} is neither a suite ({', '.join(presets)}) nor a YAML file")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError("suite", f"{where}: expected a non-empty list of attacks")
+    specs = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or set(entry) - {"name", "label", "params"} or "name" not in entry:
+            raise ConfigError(f"suite[{i}]", "expected {name, label?, params?}")
+        try:
+            specs.append(AttackSpec(entry["name"], dict(entry.get("params") or {}), entry.get("label", "")))
+        except ValueError as err:
+            raise ConfigError(f"suite[{i}]", str(err)) from None
+    return specs
+
+
+@dataclass(frozen=True)
+class Target:
+    """A checkpoint to evaluate and the name it is reported under."""
+
+    path: str
+    run: str
+
+
+def plan(targets: list[Target], *, data: dict[str, Any], split: str, specs: list[AttackSpec],
+         shard_size: int, seed: int, batch_size: int, eps: float | None = None) -> list[EvalTask]:
+    """Validate everything and list the tasks; raises ConfigError/CheckpointError before any work."""
+    dataset = load_dataset(**data)
+    info, n = dataset.info, len(dataset.split(split))
+    eps = info.eps if eps is None else eps
+    if not 0 < eps <= 1:
+        raise ConfigError("eps", f"must be in (0, 1] (images are in [0, 1]), got {eps}")
+    specs = [s.with_defaults(eps=eps) for s in specs]
+    if shard_size < 1:
+        raise ConfigError("shard_size", f"must be >= 1, got {shard_size}")
+    tasks = []
+    for target in targets:
+        sidecar = read_document(checkpoint_dir(localize(target.path)), "model")
+        if sidecar.get("dataset") != info.name or sidecar.get("num_classes") != info.num_classes:
+            raise ConfigError("checkpoints", f"{target.path} is a {sidecar.get('num_classes')}-class model for "
+                              f"{sidecar.get('dataset')!r}; evaluating on {info.name!r} ({info.num_classes} classes)")
+        for spec in specs:
+            for shard, start in enumerate(range(0, n, shard_size)):
+                tasks.append(EvalTask(target.path, sidecar["weights_sha256"], target.run, data, split, shard, start,
+                                      min(start + shard_size, n), spec, seed, batch_size))
+    return list({t.key + t.run: t for t in tasks}.values())
+
+
+def execute(tasks: list[EvalTask], store: ResultsStore, *, sweep: str, actors: int = 1, cpus_per_actor: float = 1.0,
+            gpus_per_actor: float = 0.0, local: bool = False, progress: bool = True) -> int:
+    """Run the tasks whose rows are not in the store yet; returns how many ran."""
+    done = store.keys(kind="eval")
+    pending = [t for t in tasks if t.key not in done]  # a clean row lands with its shard's first attack row
+    if not pending:
+        return 0
+    if not local:
+        init_ray()
+    results: Iterable = run_local(pending) if local else run_pool(
+        pending, actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor)
+    for i, (task, res) in enumerate(results, 1):
+        rows = [_row(task, res, sweep)]
+        if task.clean_key not in done:
+            done.add(task.clean_key)
+            rows.append({**rows[0], "key": task.clean_key, "attack": "clean", "attack_params": {},
+                         "correct": res["clean_correct"], "mask": res["clean"]})
+        store.append(rows)
+        if progress:
+            bar = "#" * (20 * i // len(pending))
+            print(f"\r[{bar:<20}] {i}/{len(pending)} tasks  {task.run} {task.spec.display} shard {task.shard}"
+                  f" ({res['seconds']:.1f}s)", end="" if i < len(pending) else "\n", file=sys.stderr, flush=True)
+    return len(pending)
+
+
+def _row(task: EvalTask, res: dict[str, Any], sweep: str) -> dict[str, Any]:
+    return {"key": task.key, "kind": "eval", "sweep": sweep, "run": task.run, "split": task.split,
+            "attack": task.spec.display, "attack_params": {"name": task.spec.name, **task.spec.params},
+            "shard": task.shard, "n": res["n"], "correct": res["robust_correct"], "mask": res["robust"],
+            "metrics": {"checkpoint": task.checkpoint, "checkpoint_id": task.checkpoint_id, "seed": task.shard_seed,
+                        "start": task.start, "stop": task.stop, "batch_size": task.batch_size,
+                        "seconds": res["seconds"], "autoattack_version": AUTOATTACK_VERSION}}
+
+
+def summarize(tasks: list[EvalTask], store: ResultsStore) -> list[dict[str, Any]]:
+    """Per run: clean, then per attack robust and W-Robust (with counts), then the worst case."""
+    rows = {r["key"]: r for r in store.read(kind="eval")}
+    table = []
+    for run in dict.fromkeys(t.run for t in tasks):
+        mine = [t for t in tasks if t.run == run]
+        attacks = list(dict.fromkeys(t.spec.display for t in mine))
+        shards = sorted({(t.start, t.stop) for t in mine})
+        masks: dict[str, list] = {a: [] for a in attacks}
+        clean = Count(0, 0)
+        for start, stop in shards:
+            shard_tasks = {t.spec.display: t for t in mine if t.start == start}
+            clean_row = rows[next(iter(shard_tasks.values())).clean_key]
+            clean = clean + count(unpack_mask(clean_row["mask"], stop - start))
+            for attack, task in shard_tasks.items():
+                masks[attack].append(unpack_mask(rows[task.key]["mask"], stop - start))
+        entry = {"run": run, "clean": clean, "attacks": {}}
+        for attack in attacks:
+            robust = sum((count(m) for m in masks[attack]), Count(0, 0))
+            entry["attacks"][attack] = {"robust": robust, "w_robust": w_robust(clean, robust)}
+        if len(attacks) > 1:
+            worst = sum((count(worst_case(ms)) for ms in zip(*masks.values())), Count(0, 0))
+            entry["attacks"]["worst case"] = {"robust": worst, "w_robust": w_robust(clean, worst)}
+        table.append(entry)
+    return table
+
+
+def format_table(table: list[dict[str, Any]]) -> str:
+    lines = [f"{'run':<28}{'attack':<16}{'clean':>9}{'robust':>9}{'W-Robust':>10}{'robust/n':>14}"]
+    for entry in table:
+        c = entry["clean"]
+        for attack, r in entry["attacks"].items():
+            lines.append(f"{entry['run']:<28}{attack:<16}{c.rate:>9.2%}{r['robust'].rate:>9.2%}"
+                         f"{r['w_robust']:>10.2%}{r['robust'].correct:>8}/{r['robust'].total:<5}")
+    return "\n".join(lines)
