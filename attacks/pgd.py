@@ -62,6 +62,7 @@ def ascend(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, 
         -> frozen at this iterate for good; misclassified with budget left -> spend one unit.
     noise: std of Gaussian noise added to every step (FAT's omega).
     """
+    x = x.detach()  # the result is a constant: no graph back to the caller's x through projection
     x_adv = x_init.detach().clone()
     active = torch.ones(len(x), dtype=torch.bool, device=x.device)
     budget = None if budget is None else budget.clone()

@@ -7,6 +7,7 @@ the one call shape all attacks share.
 from __future__ import annotations
 
 import difflib
+import numbers
 import inspect
 import json
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ class AttackSpec:
                 hint = f"did you mean {' or '.join(map(repr, close))}?" if close else f"allowed: {', '.join(allowed)}"
                 raise ValueError(f"attack {self.name!r}: unknown parameter {key!r}; {hint}")
         eps = self.params.get("eps")
-        if eps is not None and not (isinstance(eps, (int, float)) and 0 <= eps <= 1):
+        if eps is not None and (isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps <= 1):
             raise ValueError(f"attack {self.name!r}: eps must be a number in [0, 1] (images are in "
                              f"[0, 1]; 8/255 = {8 / 255:.6f}), got {eps!r}")
 

@@ -13,7 +13,8 @@ from orchestrator.ray_train import Resources, fetch_artifacts, run_training
 from orchestrator.storage import Storage
 from orchestrator.teacher_registry import TeacherRegistry
 from trainers import TrainConfig
-from trainers.configs import check, config_hash, to_dict
+from trainers.configs import ConfigError, check, config_hash, to_dict
+from trainers.loop import preflight
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +36,10 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     storage = Storage(cfg.storage)
     registry = TeacherRegistry(storage)
     train = replace(cfg.train, name=cfg.name, teachers=tuple(registry.resolve(t) for t in cfg.train.teachers))
+    try:
+        preflight(train, train.data.load().info)
+    except ConfigError as err:
+        raise err.under("train") from None
     init_ray()
     check_fits("resources", cfg.resources.per_worker(), cfg.resources.num_workers, cfg.autoscaling)
     hparams = {"method": train.method, "student": train.model.arch, "teachers": len(train.teachers)}

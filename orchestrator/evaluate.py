@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from orchestrator.cli import Parser, run_cli
-from orchestrator.evaluation import Target, execute, format_table, load_suite, plan, summarize
+from orchestrator.evaluation import Target, execute, format_table, load_suite, plan, read_summary
 from orchestrator.results import ResultsStore
 from orchestrator.storage import Storage
 from orchestrator.teacher_registry import TeacherRegistry, localize
@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ran = execute(tasks, store, sweep=args.name, actors=args.actors, cpus_per_actor=args.cpus_per_actor,
                   gpus_per_actor=args.gpus_per_actor, local=args.local)
     print(f"{ran} task(s) run, {len(tasks) - ran} reused from {storage.uri}")
-    print(format_table(summarize(tasks, store)))
+    print(format_table(read_summary(store, args.name)))
     return 0
 
 

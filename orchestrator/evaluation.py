@@ -85,6 +85,7 @@ def plan(targets: list[Target], *, data: dict[str, Any], split: str, specs: list
 def execute(tasks: list[EvalTask], store: ResultsStore, *, sweep: str, actors: int = 1, cpus_per_actor: float = 1.0,
             gpus_per_actor: float = 0.0, local: bool = False, progress: bool = True) -> int:
     """Run the tasks whose rows are not in the store yet; returns how many ran."""
+    store.append([{"key": f"plan/{sweep}", "kind": "plan", "sweep": sweep, "metrics": {"tasks": plan_entries(tasks)}}])
     done = store.keys(kind="eval")
     pending = [t for t in tasks if t.key not in done]  # a clean row lands with its shard's first attack row
     if not pending:
@@ -116,22 +117,23 @@ def _row(task: EvalTask, res: dict[str, Any], sweep: str) -> dict[str, Any]:
                         "seconds": res["seconds"], "autoattack_version": AUTOATTACK_VERSION}}
 
 
-def summarize(tasks: list[EvalTask], store: ResultsStore) -> list[dict[str, Any]]:
-    """Per run: clean, then per attack robust and W-Robust (with counts), then the worst case."""
-    rows = {r["key"]: r for r in store.read(kind="eval")}
+def plan_entries(tasks: list[EvalTask]) -> list[dict[str, Any]]:
+    """What a summary needs of each task; stored as the evaluation's plan row."""
+    return [{"run": t.run, "attack": t.spec.display, "key": t.key, "clean_key": t.clean_key,
+             "start": t.start, "stop": t.stop} for t in tasks]
+
+
+def summarize(entries: list[dict[str, Any]], rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per run: clean, then per attack robust and W-Robust (with counts), then the per-point worst
+    case. `entries` from plan_entries, `rows` the store's eval rows by key."""
     table = []
-    for run in dict.fromkeys(t.run for t in tasks):
-        mine = [t for t in tasks if t.run == run]
-        attacks = list(dict.fromkeys(t.spec.display for t in mine))
-        shards = sorted({(t.start, t.stop) for t in mine})
-        masks: dict[str, list] = {a: [] for a in attacks}
-        clean = Count(0, 0)
-        for start, stop in shards:
-            shard_tasks = {t.spec.display: t for t in mine if t.start == start}
-            clean_row = rows[next(iter(shard_tasks.values())).clean_key]
-            clean = clean + count(unpack_mask(clean_row["mask"], stop - start))
-            for attack, task in shard_tasks.items():
-                masks[attack].append(unpack_mask(rows[task.key]["mask"], stop - start))
+    for run in dict.fromkeys(e["run"] for e in entries):
+        mine = [e for e in entries if e["run"] == run]
+        attacks = list(dict.fromkeys(e["attack"] for e in mine))
+        shards = sorted({(e["start"], e["stop"], e["clean_key"]) for e in mine})
+        clean = sum((count(unpack_mask(rows[k]["mask"], b - a)) for a, b, k in shards), Count(0, 0))
+        masks = {a: [unpack_mask(rows[e["key"]]["mask"], e["stop"] - e["start"])
+                     for e in sorted(mine, key=lambda e: e["start"]) if e["attack"] == a] for a in attacks}
         entry = {"run": run, "clean": clean, "attacks": {}}
         for attack in attacks:
             robust = sum((count(m) for m in masks[attack]), Count(0, 0))
@@ -141,6 +143,15 @@ def summarize(tasks: list[EvalTask], store: ResultsStore) -> list[dict[str, Any]
             entry["attacks"]["worst case"] = {"robust": worst, "w_robust": w_robust(clean, worst)}
         table.append(entry)
     return table
+
+
+def read_summary(store: ResultsStore, name: str) -> list[dict[str, Any]]:
+    """The summary of evaluation `name` (a sweep or an evaluate run) from the store alone."""
+    plans = store.read(kind="plan", sweep=name)
+    if not plans:
+        return []
+    rows = {r["key"]: r for r in store.read(kind="eval")}
+    return summarize(plans[0]["metrics"]["tasks"], rows)
 
 
 def format_table(table: list[dict[str, Any]]) -> str:

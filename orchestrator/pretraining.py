@@ -14,6 +14,7 @@ from orchestrator.ray_train import Resources, fetch_artifacts, run_training
 from orchestrator.storage import Storage
 from orchestrator.teacher_registry import TeacherRegistry, TeacherSpec
 from trainers.configs import ConfigError, check
+from trainers.loop import preflight
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,6 +57,11 @@ def pretrain(cfg: PretrainConfig, *, force: bool = False, only: list[str] | None
     if unknown:
         raise ConfigError("teachers", f"no teacher named {unknown} in the config")
     specs = [t for t in cfg.teachers if not only or t.name in only]
+    for i, spec in enumerate(specs):
+        try:
+            preflight(spec.train, spec.train.data.load().info)
+        except ConfigError as err:
+            raise err.under(f"teachers[{i}].train") from None
     storage = Storage(cfg.storage)
     registry = TeacherRegistry(storage)
     pending = [s for s in specs if force or registry.lookup(s) is None]

@@ -129,6 +129,8 @@ def run_training(cfg: TrainConfig, *, name: str, storage: Storage, resources: Re
             failure_config=ray.train.FailureConfig(max_failures=resources.max_failures,
                                                    controller_failure_limit=3),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            # Train's print patch tees every print to a logger too: each progress line twice.
+            worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
             logging_config=ray.train.LoggingConfig(log_level="WARNING")))
     return trainer.fit()
 

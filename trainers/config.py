@@ -9,7 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from trainers.configs import ConfigError, check, from_dict, load_yaml
+from trainers.configs import ConfigError, check, from_dict, load_yaml, merge_dicts
+from trainers.data import DATASETS, Dataset, load_dataset
+from trainers.models import MODELS
+from trainers.registry import unknown_name_message
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,7 +32,16 @@ class DataConfig:
     augment: bool = True
     """Random crop + flip as the dataset defines them (crop padding, flip on/off)."""
 
+    def dataset_kwargs(self) -> dict[str, Any]:
+        """The arguments of `load_dataset` that this config selects (None: the dataset's default)."""
+        return {"name": self.name, "root": self.root, "val_size": self.val_size, "split_seed": self.split_seed,
+                **self.options}
+
+    def load(self) -> Dataset:
+        return load_dataset(**self.dataset_kwargs())
+
     def __post_init__(self) -> None:
+        check(self.name in DATASETS, "name", unknown_name_message("dataset", self.name, DATASETS.names()))
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         check(self.eval_batch_size >= 1, "eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
 
@@ -40,6 +52,9 @@ class ModelConfig:
     """Registered architecture (trainers.models.MODELS)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Architecture arguments, e.g. {depth: 4} for a shallow ViT."""
+
+    def __post_init__(self) -> None:
+        check(self.arch in MODELS, "arch", unknown_name_message("architecture", self.arch, MODELS.names()))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,11 +146,4 @@ class TrainConfig:
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a YAML training config; `overrides` (nested dict) win over the file."""
     data = load_yaml(path)
-    return from_dict(TrainConfig, _merge(data, overrides or {}))
-
-
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in top.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+    return from_dict(TrainConfig, merge_dicts(data, overrides or {}))

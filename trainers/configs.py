@@ -98,6 +98,15 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def merge_dicts(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """Recursive merge: mappings merge key by key, anything else in `top` replaces."""
+    out = dict(base)
+    for key, value in top.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merge_dicts(out[key], value) if both else value
+    return out
+
+
 def config_hash(obj: Any, length: int = 16) -> str:
     """Stable short hash of a config (dataclass or plain data)."""
     blob = json.dumps(to_dict(obj), sort_keys=True, separators=(",", ":"), default=str)

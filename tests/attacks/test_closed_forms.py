@@ -18,6 +18,7 @@ from attacks import losses
 ATOL = 1e-6
 
 
+
 class Linear(nn.Module):
     """f(x) = W @ flatten(x) + b."""
 
@@ -310,9 +311,99 @@ def test_fat_kl_loss_with_tau_zero_freezes_wrong_points() -> None:
     torch.testing.assert_close(x_adv[0], A, atol=0, rtol=0)
 
 
+def test_fat_noise_is_omega_times_standard_normal_and_skips_frozen_points() -> None:
+    # One step from C (never wrong): x + s * sign(d) + omega * N(0, 1), no projection binding
+    # (|s + noise| <= 0.01 + 8 * 0.005 < eps). A (wrong, tau 0) is frozen: no noise either.
+    omega = 0.005
+    x = torch.stack([C] * 200 + [A] * 5)
+    y = torch.zeros(len(x), dtype=torch.long)
+    x_adv = early_stopped_pgd(fat_model(), x, y, eps=EPS, tau=0, step_size=S, steps=1, omega=omega,
+                              random_start="none", generator=torch.Generator().manual_seed(0))
+    noise = (x_adv[:200] - iterate(C, 1)) / omega
+    assert abs(noise.mean().item()) < 0.05 and abs(noise.std().item() - 1) < 0.05
+    assert torch.equal(x_adv[200:], x[200:])
+
+
+def test_fat_kl_walks_away_from_the_clean_prediction() -> None:
+    # FAT-TRADES: KL(p(x) || p(x')) with p(x) the model's clean prediction. Two classes, as above:
+    # dKL/dx' = W^T (p(x') - p(x)) = (p_1(x') - p_1(x)) (w_1 - w_0), so every step moves all pixels
+    # by sign(p_1(x') - p_1(x)) * sign(d), and that sign never changes (moving increases the gap).
+    # From the start x0 (x + 0.001 N(0, 1) by default; read back with steps=0 under the same seed)
+    # the walk ends at the vertex x + eps * sign(p_1(x0) - p_1(x)) * sign(d). The budget is large
+    # enough that early stopping never triggers.
+    model = fat_model()
+    g = torch.Generator().manual_seed(0)
+    x = torch.stack([fat_point(m) for m in (-0.5, -0.3, -0.1, 0.2)] * 4)
+    x = x + 0.05 * torch.rand(x.shape, generator=g) - 0.025  # break the symmetry between copies
+    y = torch.zeros(len(x), dtype=torch.long)
+    kw = dict(eps=EPS, tau=10, omega=0.0, loss="kl", start_scale=0.01)
+    x0 = early_stopped_pgd(model, x, y, steps=0, generator=torch.Generator().manual_seed(1), **kw)
+    assert (x0 - x).abs().max() > 0, "the KL default start is x + start_scale * N(0, 1)"
+    with torch.no_grad():
+        gap = torch.softmax(model(x0), 1)[:, 1] - torch.softmax(model(x), 1)[:, 1]
+    assert gap.abs().min() > 1e-5
+    assert (gap > 0).any() and (gap < 0).any()
+    x_adv = early_stopped_pgd(model, x, y, steps=10, generator=torch.Generator().manual_seed(1), **kw)
+    expected = x + EPS * gap.sign().view(-1, 1, 1, 1) * D.sign().view(1, 4, 4)
+    torch.testing.assert_close(x_adv, expected, atol=ATOL, rtol=0)
+
+
 def test_fat_rejects_unknown_loss() -> None:
     with pytest.raises(ValueError, match="loss"):
         run_fat(A[None], tau=0, loss="cw")
+
+
+# ---------------------------------------------------------------------------------------------
+# Random starts: read back with steps=0
+# ---------------------------------------------------------------------------------------------
+
+def test_uniform_start_fills_the_ball() -> None:
+    model = fat_model()
+    x = torch.full((64, 1, 4, 4), 0.5)
+    y = torch.zeros(64, dtype=torch.long)
+    eps = 0.1
+    x0 = pgd(model, x, y, eps=eps, steps=0, random_start="uniform",
+             generator=torch.Generator().manual_seed(0))
+    u = ((x0 - x) / eps).flatten()  # should be U(-1, 1): mean 0, variance 1/3
+    assert u.min() >= -1 - 1e-6 and u.max() <= 1 + 1e-6
+    assert u.min() < -0.99 and u.max() > 0.99
+    assert abs(u.mean().item()) < 0.05 and abs(u.var().item() - 1 / 3) < 0.03
+
+
+def test_normal_start_has_start_scale_std() -> None:
+    model = fat_model()
+    x = torch.full((64, 1, 4, 4), 0.5)
+    y = torch.zeros(64, dtype=torch.long)
+    x0 = pgd(model, x, y, eps=0.3, steps=0, random_start="normal", start_scale=0.02,
+             generator=torch.Generator().manual_seed(0))
+    n = ((x0 - x) / 0.02).flatten()
+    assert abs(n.mean().item()) < 0.05 and abs(n.std().item() - 1) < 0.05
+
+
+def test_fat_default_starts() -> None:
+    # FAT (CE): uniform in the ball; FAT-TRADES (KL): x + start_scale * N(0, 1).
+    model = fat_model()
+    x = torch.full((64, 1, 4, 4), 0.5)
+    y = torch.zeros(64, dtype=torch.long)
+    eps = 0.1
+    kw = dict(eps=eps, steps=0, start_scale=0.01)
+    u = (early_stopped_pgd(model, x, y, loss="ce", generator=torch.Generator().manual_seed(0),
+                           **kw) - x) / eps
+    assert u.abs().max() > 0.99 and abs(u.var().item() - 1 / 3) < 0.03
+    n = (early_stopped_pgd(model, x, y, loss="kl", generator=torch.Generator().manual_seed(0),
+                           **kw) - x) / 0.01
+    assert n.abs().max() < 6 and abs(n.std().item() - 1) < 0.05
+
+
+def test_normal_start_is_projected() -> None:
+    # start_scale far larger than eps: the start is clipped to the ball (and to [0, 1]).
+    model = fat_model()
+    x = torch.full((8, 1, 4, 4), 0.5)
+    x[:, :, 0] = 0.0
+    x0 = pgd(model, x, torch.zeros(8, dtype=torch.long), eps=0.05, steps=0, random_start="normal",
+             start_scale=1.0, generator=torch.Generator().manual_seed(0))
+    assert (x0 - x).abs().max() <= 0.05 + 1e-7 and x0.min() >= 0
+    assert ((x0 - x).abs() > 0.05 - 1e-7).float().mean() > 0.5  # most coordinates clipped
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,3 +476,86 @@ def test_kl_to_target_zero_probabilities_are_finite() -> None:
 def test_kl_to_target_is_zero_at_equal_distributions() -> None:
     torch.testing.assert_close(losses.kl_to_target(Z, torch.softmax(Z, 1)), torch.zeros(3),
                                atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Documented defaults (methods.md section 8, FAT section 6), read off the closed forms above
+# ---------------------------------------------------------------------------------------------
+# On the two-class model above (y = 0) every CE / CW step moves by +step * sign(d), and a KL step
+# towards the one-hot target e_0 too (dKL/dx = p_1 (w_1 - w_0)). With eps 0.2 and x at 0.5 +- 0.03
+# neither the ball nor [0, 1] binds before 0.15 of displacement. Starts are read back with
+# steps=0 under the same seed.
+
+SIGN = D.sign().view(1, 4, 4)
+
+
+def _far(n: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.stack([fat_point(-3.0)] * n), torch.zeros(n, dtype=torch.long)  # margin -3
+
+
+def _seeded(fn, *args, **kw) -> torch.Tensor:
+    return fn(*args, generator=torch.Generator().manual_seed(0), **kw)
+
+
+def test_pgd_defaults() -> None:
+    # 10 steps of eps/4 from x + 0.001 N(0, 1).
+    model, (x, y) = fat_model(), _far()
+    x0 = _seeded(pgd, model, x, y, eps=0.2, steps=0)
+    assert abs(((x0 - x) / 0.001).std().item() - 1) < 0.05
+    torch.testing.assert_close(_seeded(pgd, model, x, y, eps=0.2, steps=2), x0 + 0.1 * SIGN,
+                               atol=ATOL, rtol=0)
+    torch.testing.assert_close(_seeded(pgd, model, x, y, eps=0.2, step_size=0.01),
+                               x0 + 0.1 * SIGN, atol=ATOL, rtol=0)
+
+
+def ball(v: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Projection onto the eps-ball around x and [0, 1]. Steps that move every pixel the same
+    way each time compose to one projection of the total move."""
+    return torch.minimum(torch.maximum(v, x - eps), x + eps).clamp(0, 1)
+
+
+def test_cw_inf_defaults() -> None:
+    # 30 steps of eps/4 from a uniform start, kappa 50. With w = +-2.5 d the margin is
+    # z_1 - z_0 = 5 d.x: x = 0.5 + 0.25 d is misclassified by 20 and still pushed (20 < kappa);
+    # x = 0.5 - 0.25 d is correct by 20. Both move along sign(d) at every step.
+    model = Linear(torch.stack([-2.5 * D, 2.5 * D]))
+    x = torch.stack([(0.5 + 0.25 * D).view(1, 4, 4), (0.5 - 0.25 * D).view(1, 4, 4)] * 32)
+    y = torch.zeros(64, dtype=torch.long)
+    x0 = _seeded(cw_inf, model, x, y, eps=0.2, steps=0)
+    u = (x0 - x) / 0.2
+    assert u.abs().max() > 0.99 and abs(u.var().item() - 1 / 3) < 0.03
+    torch.testing.assert_close(_seeded(cw_inf, model, x, y, eps=0.2, steps=2),
+                               ball(x0 + 0.1 * SIGN, x, 0.2), atol=ATOL, rtol=0)
+    # The start moves the margin by at most 5 * 16 * 0.2 = 16: the wrong points stay wrong by
+    # >= 4 > kappa = 3, so with kappa 3 their loss is clamped and they stay at the start.
+    frozen = _seeded(cw_inf, model, x, y, eps=0.2, step_size=0.001, kappa=3.0)
+    torch.testing.assert_close(frozen[::2], x0[::2], atol=0, rtol=0)
+    x0 = _seeded(cw_inf, model, x, y, eps=0.5, steps=0)
+    x_adv = _seeded(cw_inf, model, x, y, eps=0.5, step_size=0.001)
+    torch.testing.assert_close(x_adv, ball(x0 + 0.03 * SIGN, x, 0.5), atol=ATOL, rtol=0)
+
+
+def test_kl_pgd_defaults() -> None:
+    # 10 steps of eps/4 from x + 0.001 N(0, 1).
+    model, (x, _) = fat_model(), _far()
+    t = torch.tensor([[1.0, 0.0]]).expand(len(x), 2)
+    x0 = _seeded(kl_pgd, model, x, target_probs=t, eps=0.2, steps=0)
+    assert abs(((x0 - x) / 0.001).std().item() - 1) < 0.05
+    torch.testing.assert_close(_seeded(kl_pgd, model, x, target_probs=t, eps=0.2, steps=2),
+                               x0 + 0.1 * SIGN, atol=ATOL, rtol=0)
+    torch.testing.assert_close(_seeded(kl_pgd, model, x, target_probs=t, eps=0.2, step_size=0.01),
+                               x0 + 0.1 * SIGN, atol=ATOL, rtol=0)
+
+
+def test_early_stopped_pgd_defaults() -> None:
+    # tau 0, steps of eps/4, at most 10 of them, omega 0.001.
+    model, (x, y) = fat_model(), _far()
+    kw = dict(random_start="none")
+    torch.testing.assert_close(_seeded(early_stopped_pgd, model, x, y, eps=0.2, steps=2, omega=0.0,
+                                       **kw), x + 0.1 * SIGN, atol=ATOL, rtol=0)
+    torch.testing.assert_close(_seeded(early_stopped_pgd, model, x, y, eps=0.2, step_size=0.01,
+                                       omega=0.0, **kw), x + 0.1 * SIGN, atol=ATOL, rtol=0)
+    noise = (_seeded(early_stopped_pgd, model, x, y, eps=0.2, steps=1, **kw) - x - 0.05 * SIGN)
+    assert abs((noise / 0.001).std().item() - 1) < 0.05
+    frozen = _seeded(early_stopped_pgd, model, A[None], torch.tensor([0]), eps=0.2, **kw)
+    torch.testing.assert_close(frozen[0], A, atol=0, rtol=0)  # tau 0: wrong at start -> frozen

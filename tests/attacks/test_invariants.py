@@ -18,15 +18,6 @@ EPS = 0.1
 TOL = 1e-6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: a second intra-op thread only adds synchronization (badly so on a busy
-    2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_cnn(seed: int = 0) -> nn.Module:
     """BN and dropout, so train mode would visibly change the attack."""
@@ -193,6 +184,20 @@ def test_autoattack_require_eval_false(data) -> None:
     x_adv = autoattack(m, x, y, eps=EPS, seed=0, attacks=["apgd-ce"], n_iter=3, require_eval=False)
     assert (x_adv - x).abs().max() <= EPS + TOL and 0 <= x_adv.min() and x_adv.max() <= 1
     assert m[5].training and not m[1].training
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if not n.startswith(("apgd", "fab", "square",
+                                                                      "autoattack"))])
+def test_input_requiring_grad_gives_a_constant_result(name, model, data) -> None:
+    # x may come out of a differentiable pipeline; the attack's output must not carry a graph
+    # back to it, and must equal the result on the detached input.
+    attack, _ = ATTACKS[name]
+    x, y = data
+    leaf = x.clone().requires_grad_(True)
+    x_adv = attack(model, leaf * 1.0, y, 0)
+    assert not x_adv.requires_grad and x_adv.grad_fn is None
+    assert torch.equal(x_adv, attack(model, x, y, 0))
+    assert leaf.grad is None
 
 
 def test_attacks_are_per_example(model, data) -> None:
@@ -387,3 +392,62 @@ def test_keep_best_against_every_iterate(model) -> None:
     best_loss = cross_entropy(best_logits, y)
     assert (best_loss[never] >= loss[:, never].amax(0) - 1e-5).all()
     assert (best_loss[never] >= loss[-1, never] - 1e-5).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# AutoAttack wiring: the official standard parameters (evaluation.md), read off the adversary
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def captured(monkeypatch):
+    """Replace the library's evaluation loop by one that records the configured adversary."""
+    import pyautoattack
+
+    seen = []
+
+    def fake(self, x, y, *, batch_size=250, state_path=None):
+        seen.append((self, batch_size))
+        return x.clone(), y.clone()
+
+    monkeypatch.setattr(pyautoattack.AutoAttack, "run_standard_evaluation", fake)
+    return seen
+
+
+def test_autoattack_standard_parameters(captured, model, data) -> None:
+    x, y = data
+    autoattack(model, x, y, eps=0.03, seed=7)
+    (adv, batch_size), = captured
+    assert adv.attacks_to_run == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert adv.epsilon == 0.03 and adv.norm == "Linf" and adv.seed == 7
+    assert str(adv.device) == "cpu" and batch_size == 250
+    assert adv.apgd.n_iter == 100 and adv.apgd.n_restarts == 1 and adv.apgd.eot_iter == 1
+    assert adv.apgd_targeted.n_iter == 100 and adv.apgd_targeted.n_target_classes == 9
+    assert adv.fab.n_iter == 100 and adv.fab.n_target_classes == 9
+    assert adv.square.n_queries == 5000 and adv.square.p_init == 0.8
+    assert adv.verbose is False
+
+
+def test_autoattack_overrides_and_components(captured, model, data) -> None:
+    x, y = data
+    autoattack(model, x, y, eps=0.1, seed=1, attacks=["square"], n_iter=7,
+               n_queries=11, batch_size=5)
+    (adv, batch_size), = captured
+    assert adv.attacks_to_run == ["square"] and batch_size == 5
+    assert adv.apgd.n_iter == adv.apgd_targeted.n_iter == adv.fab.n_iter == 7
+    assert adv.square.n_queries == 11
+
+
+def test_autoattack_rand_version(captured, model, data) -> None:
+    x, y = data
+    autoattack(model, x, y, eps=0.1, seed=1, version="rand")
+    (adv, _), = captured
+    assert adv.attacks_to_run == ["apgd-ce", "apgd-dlr"] and adv.apgd.eot_iter == 20
+
+
+def test_autoattack_targets_capped_by_classes(captured) -> None:
+    # 4 classes: at most 3 target classes.
+    m = nn.Sequential(nn.Flatten(), nn.Linear(64, 4)).eval()
+    x = torch.rand(3, 1, 8, 8)
+    autoattack(m, x, torch.zeros(3, dtype=torch.long), eps=0.1, seed=0)
+    (adv, _), = captured
+    assert adv.apgd_targeted.n_target_classes == 3 and adv.fab.n_target_classes == 3

@@ -22,14 +22,6 @@ N_TEST = 240  # a fixed slice of the digits test split keeps AutoAttack's share 
 BATCH = 128
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """A tiny CNN gains nothing from a second intra-op thread (and loses a lot on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def trained():
@@ -105,6 +97,19 @@ def test_robust_correct_is_deterministic_and_computes_clean_itself(trained, mask
     spec = AttackSpec("pgd", {"eps": EPS, "steps": 10})
     again = robust_correct(model, x, y, spec, seed=0, batch_size=BATCH)  # clean computed inside
     assert torch.equal(again, masks["pgd10"])
+
+
+@pytest.mark.parametrize("name", ["pgd", "square"])
+def test_clean_errors_are_never_robust(trained, masks, name) -> None:
+    # Wrong labels on the first 10 points: clean-wrong, so not robust, whatever the attack does
+    # (eps 0: the attack cannot change anything).
+    model, x, y = trained
+    y_bad = y.clone()
+    y_bad[:10] = (y[:10] + 1) % 10
+    spec = AttackSpec(name, {"eps": 0.0} if name == "pgd" else {"eps": 0.0, "n_queries": 5})
+    robust = robust_correct(model, x, y_bad, spec, seed=0, batch_size=BATCH)
+    assert not robust[:10].any()
+    assert torch.equal(robust[10:], masks["clean"][10:])
 
 
 def test_robust_correct_refuses_train_mode(trained) -> None:

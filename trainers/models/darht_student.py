@@ -26,6 +26,8 @@ class DarhtStudent(nn.Module):
         super().__init__()
         if num_teachers < 1:
             raise ValueError(f"DARHT needs at least one teacher, got {num_teachers}")
+        if num_classes < 1:
+            raise ValueError(f"DARHT needs num_classes >= 1 (its head maps to classes), got {num_classes}")
         if not 0 <= dropout < 1:
             raise ValueError(f"dropout p must be in [0, 1), got {dropout}")
         if mc_samples < 1:

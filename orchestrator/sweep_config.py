@@ -1,0 +1,171 @@
+"""The sweep configuration (one YAML file, usually a preset) and its validation, which runs
+before anything starts: every error names the field and nothing is written."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import optuna
+
+from orchestrator.ray_train import Resources
+from orchestrator.teacher_registry import TeacherSpec
+from search_spaces import SPACES
+from trainers import TrainConfig
+from trainers.config import DataConfig
+from trainers.configs import ConfigError, check, from_dict, load_yaml, merge_dicts, to_dict
+from trainers.loop import preflight
+from trainers.methods import METHODS, parse_method
+from trainers.registry import unknown_name_message
+
+
+@dataclass(frozen=True, kw_only=True)
+class SchedulerConfig:
+    kind: Literal["none", "asha"] = "none"
+    """asha: stop weak trials early on validation W-Robust (successive halving over epochs)."""
+    grace_period: int = 1
+    reduction_factor: int = 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchConfig:
+    space: str = "distill"
+    options: dict[str, Any] = field(default_factory=dict)
+    num_samples: int = 8
+    max_concurrent: int = 2
+    objective: Literal["single", "multi"] = "single"
+    """single: maximize validation W-Robust under PGD; multi: (clean, PGD) with a Pareto front."""
+    sampler: Literal["auto", "tpe", "random", "nsga2"] = "auto"
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+
+    def __post_init__(self) -> None:
+        check(self.space in SPACES, "space", unknown_name_message("search space", self.space, SPACES))
+        check(self.num_samples >= 1, "num_samples", f"must be >= 1, got {self.num_samples}")
+        check(self.max_concurrent >= 1, "max_concurrent", f"must be >= 1, got {self.max_concurrent}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    top_n: int = 2
+    """The best N trials (by validation W-Robust; multi-objective: from the Pareto front)."""
+    suite: str = "paper"
+    baselines: tuple[str, ...] = ()
+    """Teachers (registry names) or checkpoint paths evaluated alongside."""
+    shard_size: int = 1000
+    batch_size: int = 256
+    seed: int = 0
+    actors: int = 2
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+
+    def __post_init__(self) -> None:
+        check(self.top_n >= 0, "top_n", f"must be >= 0, got {self.top_n}")
+        check(self.actors >= 1, "actors", f"must be >= 1, got {self.actors}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepResources:
+    trial: Resources = field(default_factory=Resources)
+    pretrain: Resources = field(default_factory=Resources)
+    autoscaling: bool = False
+    """The cluster can add nodes: don't refuse requests larger than what is there now."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepConfig:
+    name: str = "demo"
+    storage: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    """Shared by teachers and students."""
+    teachers: tuple[TeacherSpec, ...] = ()
+    """Every teacher the search space can pick; the missing ones are pretrained first."""
+    student: TrainConfig = field(default_factory=TrainConfig)
+    """The trials' base training config; the search space overrides parts of it."""
+    search: SearchConfig = field(default_factory=SearchConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    resources: SweepResources = field(default_factory=SweepResources)
+
+    def __post_init__(self) -> None:
+        check(bool(self.name) and all(c.isalnum() or c in "-_" for c in self.name), "name",
+              f"use letters, digits, '-' and '_' only, got {self.name!r}")
+        names = [t.name for t in self.teachers]
+        check(len(set(names)) == len(names), "teachers", f"duplicate teacher names in {names}")
+
+
+def load_sweep_config(path: str, overrides: dict[str, Any] | None = None) -> SweepConfig:
+    """Read a sweep YAML; the shared `data` section is copied into every teacher and the student."""
+    raw = merge_dicts(load_yaml(path), overrides or {})
+    data = raw.get("data") or {}
+    for i, teacher in enumerate(raw.get("teachers") or []):
+        if isinstance(teacher, dict):
+            train = teacher.setdefault("train", {})
+            if not isinstance(train, dict):
+                raise ConfigError(f"teachers[{i}].train", "expected a mapping")
+            train["data"] = {**data, **(train.get("data") or {})}
+    student = raw.setdefault("student", {})
+    if isinstance(student, dict):
+        student["data"] = {**data, **(student.get("data") or {})}
+    return from_dict(SweepConfig, raw)
+
+
+def sample_trials(cfg: SweepConfig, n: int = 24) -> list[dict[str, Any]]:
+    """Draw configurations from the space without training (validation and dry runs)."""
+    space = SPACES[cfg.search.space]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        try:
+            out.append(space(trial, cfg.search.options))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ConfigError("search.options", f"the space cannot be sampled: {err}") from None
+        study.tell(trial, 0.0)
+    return out
+
+
+def validate(cfg: SweepConfig) -> None:
+    """Everything that can be checked without training: methods, teachers, options, datasets."""
+    teacher_names = {t.name for t in cfg.teachers}
+    options = cfg.search.options
+    methods = options.get("method", "darht")
+    for i, method in enumerate(methods if isinstance(methods, list) else [methods]):
+        check(method in METHODS, f"search.options.method[{i}]" if isinstance(methods, list) else "search.options.method",
+              unknown_name_message("method", method, METHODS.names()))
+    samples = sample_trials(cfg)
+    for sample in samples:
+        for name in sample["teacher_names"]:
+            check(name in teacher_names, "search.options", f"teacher {name!r} is not in teachers "
+                  f"({', '.join(sorted(teacher_names)) or 'none'})")
+        method = sample["overrides"]["method"]
+        try:
+            parse_method(method)
+        except ConfigError as err:
+            raise err.under(f"search.options.{method['name']}") from None
+    for i, name in enumerate(cfg.evaluation.baselines):
+        check(name in teacher_names or "/" in name, f"evaluation.baselines[{i}]",
+              f"{name!r} is neither a teacher of this sweep nor a checkpoint path")
+    datasets = {t.train.data.name for t in cfg.teachers} | {cfg.student.data.name}
+    check(len(datasets) == 1, "data", f"teachers and students must share one dataset, got {sorted(datasets)}")
+    info = cfg.data.load().info
+    for i, teacher in enumerate(cfg.teachers):
+        try:
+            preflight(teacher.train, info)
+        except ConfigError as err:
+            raise err.under(f"teachers[{i}].train") from None
+    for sample in samples:
+        try:
+            preflight(trial_config(cfg, sample, {n: n for n in sample["teacher_names"]}), info)
+        except ConfigError as err:
+            raise err.under("student") from None
+
+
+def trial_config(cfg: SweepConfig, sample: dict[str, Any], teacher_paths: dict[str, str], name: str = "trial") -> TrainConfig:
+    """The student config with a sampled trial's overrides and its teachers' checkpoint paths."""
+    merged = merge_dicts(to_dict(cfg.student), sample["overrides"])
+    merged["method"] = sample["overrides"]["method"]  # a method's parameters never mix with another's
+    merged.update(name=name, teachers=[teacher_paths[t] for t in sample["teacher_names"]])
+    try:
+        return from_dict(TrainConfig, merged)
+    except ConfigError as err:
+        raise err.under("search.options.train") from None
+

@@ -1,0 +1,150 @@
+"""The stages of a sweep: (1) pretrain missing teachers, (2) Ray Tune + Optuna over distillation
+trials, each a Ray Train run, (3) evaluate the best trials and baselines on the test split with
+the actor pool, (4) the report. Ray patterns: shared/reference/ray.md section 1 (Tune function
+trainables that build a TorchTrainer; never Tuner(trainer))."""
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import optuna
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from orchestrator.evaluation import Target, execute, load_suite, plan
+from orchestrator.pretraining import PretrainConfig, pretrain
+from orchestrator.ray_env import check_fits, init_ray
+from orchestrator.ray_train import run_training
+from orchestrator.results import ResultsStore
+from orchestrator.storage import Storage
+from orchestrator.sweep_config import SweepConfig, trial_config, validate
+from orchestrator.tensorboard import flat_hparams
+from search_spaces import SPACES
+from trainers.configs import ConfigError, from_dict, to_dict
+
+SINGLE_METRIC = "best_val_w_robust"
+MULTI_METRICS = ["best_val_clean", "best_val_pgd"]
+
+
+def trial_driver(config: dict[str, Any], setup: dict[str, Any]) -> None:
+    """One Tune trial: a Ray Train distillation run with the sampled configuration."""
+    cfg = from_dict(SweepConfig, setup["sweep"])
+    trial_id = tune.get_context().get_trial_id()
+    sample = {"overrides": config["overrides"], "teacher_names": config["teacher_names"]}
+    method = sample["overrides"]["method"]["name"]
+    train = trial_config(cfg, sample, setup["teacher_paths"], name=f"{method}-{trial_id}")
+    storage = Storage(cfg.storage)
+    params = flat_hparams({k: v for k, v in config.items() if k not in ("overrides", "teacher_names")})
+    params["teachers"] = "+".join(sample["teacher_names"])
+    result = run_training(train, name=f"train-{trial_id}", storage=storage, resources=cfg.resources.trial,
+                          tensorboard_dir=storage.uri_of("tensorboard", cfg.name, trial_id) if storage.is_local else None,
+                          hparams=params, results_uri=storage.uri, sweep=cfg.name, callbacks=[TuneReportCallback()])
+    checkpoint = None if result.checkpoint is None else _uri(result.checkpoint) + "/best"
+    ResultsStore(storage).append([{
+        "key": f"trial/{cfg.name}/{trial_id}", "kind": "trial", "sweep": cfg.name, "run": trial_id,
+        "metrics": {"method": method, "teachers": sample["teacher_names"], "params": params, "final": result.metrics,
+                    "checkpoint": checkpoint, "error": None if result.error is None else str(result.error)}}])
+    if result.error is not None:
+        raise result.error
+
+
+def run_sweep(cfg: SweepConfig, *, resume: bool = False) -> list[dict[str, Any]]:
+    """All four stages; returns the evaluated rows' summary (see orchestrator.reporting)."""
+    validate(cfg)
+    storage = Storage(cfg.storage)
+    exists = storage.exists("tune", cfg.name)
+    if exists and not resume:
+        raise ConfigError("name", f"sweep {cfg.name!r} already exists in {storage.uri}; pass --resume to continue "
+                          "it, or choose another name")
+    if resume and not exists:
+        raise ConfigError("name", f"no sweep {cfg.name!r} in {storage.uri} to resume")
+    init_ray()
+    res = cfg.resources
+    check_fits("resources.trial", res.trial.per_worker(), res.trial.num_workers, res.autoscaling)
+    check_fits("resources.pretrain", res.pretrain.per_worker(), res.pretrain.num_workers, res.autoscaling)
+    e = cfg.evaluation
+    check_fits("evaluation", {"CPU": e.cpus_per_actor, **({"GPU": e.gpus_per_actor} if e.gpus_per_actor else {})},
+               1, res.autoscaling)
+    specs = load_suite(e.suite)
+    print(f"== {cfg.name}: 1/4 teachers", flush=True)
+    rows = pretrain(PretrainConfig(storage=cfg.storage, resources=res.pretrain, autoscaling=res.autoscaling,
+                                   teachers=cfg.teachers))
+    teacher_paths = {r["metrics"]["name"]: r["metrics"]["path"] for r in rows}
+    print(f"== {cfg.name}: 2/4 search ({cfg.search.num_samples} trials)", flush=True)
+    search(cfg, storage, teacher_paths, resume)
+    print(f"== {cfg.name}: 3/4 evaluation ({e.suite} suite, test split)", flush=True)
+    store = ResultsStore(storage)
+    targets = select_trials(store.read(kind="trial", sweep=cfg.name), cfg) + [
+        Target(teacher_paths.get(b, b), f"teacher:{b}" if b in teacher_paths else b) for b in e.baselines]
+    tasks = plan(targets, data=cfg.data.dataset_kwargs(), split="test", specs=specs, shard_size=e.shard_size,
+                 seed=e.seed, batch_size=e.batch_size)
+    execute(tasks, store, sweep=cfg.name, actors=e.actors, cpus_per_actor=e.cpus_per_actor,
+            gpus_per_actor=e.gpus_per_actor)
+    return tasks
+
+
+def search(cfg: SweepConfig, storage: Storage, teacher_paths: dict[str, str], resume: bool) -> None:
+    setup = {"sweep": to_dict(cfg), "teacher_paths": teacher_paths}
+    trainable = tune.with_resources(tune.with_parameters(trial_driver, setup=setup), {"cpu": 0.01})
+    path = storage.uri_of("tune", cfg.name)
+    if resume:
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(trainable, tune_config=_tune_config(cfg), run_config=tune.RunConfig(
+            name=cfg.name, storage_path=storage.uri_of("tune"), verbose=0,
+            failure_config=tune.FailureConfig(max_failures=1)))
+    tuner.fit()
+
+
+def _tune_config(cfg: SweepConfig) -> tune.TuneConfig:
+    s = cfg.search
+    multi = s.objective == "multi"
+    searcher = OptunaSearch(space=partial(SPACES[s.space], options=s.options), metric=MULTI_METRICS if multi else SINGLE_METRIC,
+                            mode=["max", "max"] if multi else "max", sampler=_sampler(s.sampler, multi, cfg.student.seed))
+    scheduler = FIFOScheduler()
+    if s.scheduler.kind == "asha":
+        max_epochs = max(cfg.student.epochs, *_epoch_choices(s.options))
+        scheduler = ASHAScheduler(time_attr="training_iteration", metric="val_w_robust", mode="max", max_t=max_epochs + 1,
+                                  grace_period=s.scheduler.grace_period, reduction_factor=s.scheduler.reduction_factor)
+    return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=s.num_samples,
+                           max_concurrent_trials=s.max_concurrent, trial_dirname_creator=lambda t: t.trial_id)
+
+
+def _sampler(name: str, multi: bool, seed: int) -> Any:
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "nsga2" or (name == "auto" and multi):
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def _epoch_choices(options: dict[str, Any]) -> list[int]:
+    epochs = (options.get("train") or {}).get("epochs", [])
+    if isinstance(epochs, dict):
+        return [int(epochs["high"])]
+    return [int(e) for e in epochs] if isinstance(epochs, list) else [int(epochs)]
+
+
+def select_trials(trials: list[dict[str, Any]], cfg: SweepConfig) -> list[Target]:
+    """The best N finished trials: by validation W-Robust, or from the Pareto front (multi)."""
+    done = [t for t in trials if t["metrics"]["checkpoint"] and not t["metrics"]["error"]]
+    done.sort(key=lambda t: -t["metrics"]["final"].get(SINGLE_METRIC, float("-inf")))
+    if cfg.search.objective == "multi":
+        front = pareto_front([(t["metrics"]["final"].get(MULTI_METRICS[0], 0.0), t["metrics"]["final"].get(MULTI_METRICS[1], 0.0))
+                              for t in done])
+        done = [t for i, t in enumerate(done) if i in front]
+    return [Target(t["metrics"]["checkpoint"], f"{t['metrics']['method']}-{t['run']}") for t in done[:cfg.evaluation.top_n]]
+
+
+def pareto_front(points: list[tuple[float, float]]) -> set[int]:
+    """Indices of points no other point dominates (both coordinates maximized)."""
+    return {i for i, (a, b) in enumerate(points)
+            if not any((c >= a and d >= b) and (c > a or d > b) for c, d in points)}
+
+
+def _uri(checkpoint: Any) -> str:
+    fs = checkpoint.filesystem
+    scheme = getattr(fs, "type_name", "local")
+    return checkpoint.path if scheme == "local" else f"{'gs' if scheme == 'gcs' else scheme}://{checkpoint.path}"

@@ -1,0 +1,23 @@
+"""Shared test setup: one private Ray instance per test session (started only by tests that ask
+for it), single-threaded torch for small, stable CPU tests."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "60")
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """A private 2-CPU Ray with the dashboard on (Train V2 needs it to free workers of stopped trials)."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, log_to_driver=False, include_dashboard=True)
+    yield ray
+    ray.shutdown()
