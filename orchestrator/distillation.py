@@ -45,7 +45,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     hparams = {"method": train.method, "student": train.model.arch, "teachers": len(train.teachers)}
     result = run_training(train, name=f"distill-{cfg.name}-{config_hash(to_dict(train))[:8]}", storage=storage,
                           resources=cfg.resources, hparams=hparams,
-                          tensorboard_dir=storage.uri_of("tensorboard", "distill", cfg.name) if storage.is_local else None,
+                          tensorboard_dir=storage.uri_of("tensorboard", "distill", cfg.name),
                           results_uri=storage.uri, sweep="distill")
     if result.error is not None:
         raise RuntimeError(f"distillation {cfg.name} failed: {result.error}")

@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = from_dict(PretrainConfig, raw)
     for row in pretrain(cfg, force=args.force, only=args.only):
         m = row["metrics"]
-        print(f"{m['name']:<20} {m['arch']:<14} {m['method']:<10} {m['dataset']:<10} "
+        print(f"{m['name']:<20} {m.get('arch', 'external'):<14} {m.get('method', '-'):<10} {m.get('dataset', '-'):<10} "
               f"test clean {m.get('test_clean', float('nan')):.2%}  pgd {m.get('test_pgd', float('nan')):.2%}  {m['path']}")
     return 0
 

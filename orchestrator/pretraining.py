@@ -12,7 +12,8 @@ import ray
 from orchestrator.ray_env import check_fits, init_ray
 from orchestrator.ray_train import Resources, fetch_artifacts, run_training
 from orchestrator.storage import Storage
-from orchestrator.teacher_registry import TeacherRegistry, TeacherSpec
+from orchestrator.teacher_registry import TeacherRegistry, TeacherSpec, localize
+from trainers.checkpoint import checkpoint_dir, read_document
 from trainers.configs import ConfigError, check
 from trainers.loop import preflight
 
@@ -42,7 +43,7 @@ def train_teacher(spec: TeacherSpec, storage_uri: str, resources: Resources, for
     if force and storage.exists("ray", name):
         storage.fs.delete_dir(storage.path("ray", name))  # a stable name would otherwise resume it
     result = run_training(replace(spec.train, name=spec.name), name=name, storage=storage, resources=resources,
-                          tensorboard_dir=storage.uri_of("tensorboard", "teachers", spec.name) if storage.is_local else None,
+                          tensorboard_dir=storage.uri_of("tensorboard", "teachers", spec.name),
                           hparams={"teacher": spec.name, "arch": spec.train.model.arch, **spec.train.method})
     if result.error is not None:
         raise RuntimeError(f"teacher {spec.name} failed: {result.error}")
@@ -57,6 +58,13 @@ def pretrain(cfg: PretrainConfig, *, force: bool = False, only: list[str] | None
     if unknown:
         raise ConfigError("teachers", f"no teacher named {unknown} in the config")
     specs = [t for t in cfg.teachers if not only or t.name in only]
+    external = [s for s in specs if s.checkpoint]
+    for spec in external:
+        sidecar = read_document(checkpoint_dir(localize(spec.checkpoint)), "model")
+        if sidecar.get("dataset") != spec.train.data.name:
+            raise ConfigError("teachers", f"{spec.name}: {spec.checkpoint} is a model for {sidecar.get('dataset')!r}, "
+                              f"not {spec.train.data.name!r}")
+    specs = [s for s in specs if not s.checkpoint]
     for i, spec in enumerate(specs):
         try:
             preflight(spec.train, spec.train.data.load().info)
@@ -85,4 +93,5 @@ def pretrain(cfg: PretrainConfig, *, force: bool = False, only: list[str] | None
             if queue:
                 nxt = queue.pop(0)
                 waiting.append((nxt, task.remote(nxt, storage.uri, cfg.resources, force)))
-    return [registry.lookup(s) for s in specs]
+    return [{"key": s.name, "metrics": {"name": s.name, "path": s.checkpoint}} for s in external] + [
+        registry.lookup(s) for s in specs]

@@ -65,7 +65,7 @@ class RayReport:
         self._report(metrics)
 
     def on_fit_end(self, result: FitResult) -> None:
-        self._report({**result.final, "done": 1})
+        self._report(result.final)
 
 
 class ResultsCallback:

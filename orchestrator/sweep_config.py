@@ -35,6 +35,9 @@ class SearchConfig:
     objective: Literal["single", "multi"] = "single"
     """single: maximize validation W-Robust under PGD; multi: (clean, PGD) with a Pareto front."""
     sampler: Literal["auto", "tpe", "random", "nsga2"] = "auto"
+    points: tuple[dict[str, Any], ...] = ()
+    """Configurations evaluated first (Optuna enqueues them), e.g. every cell of a paper's grid:
+    [{method: darht}, {method: rslad}] or [{teachers/composition: hetero}, ...]."""
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
 
     def __post_init__(self) -> None:

@@ -15,7 +15,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from orchestrator.evaluation import Target, execute, load_suite, plan
 from orchestrator.pretraining import PretrainConfig, pretrain
-from orchestrator.ray_env import check_fits, init_ray
+from orchestrator.ray_env import check_fits, driver_resources, init_ray
 from orchestrator.ray_train import run_training
 from orchestrator.results import ResultsStore
 from orchestrator.storage import Storage
@@ -39,7 +39,7 @@ def trial_driver(config: dict[str, Any], setup: dict[str, Any]) -> None:
     params = flat_hparams({k: v for k, v in config.items() if k not in ("overrides", "teacher_names")})
     params["teachers"] = "+".join(sample["teacher_names"])
     result = run_training(train, name=f"train-{trial_id}", storage=storage, resources=cfg.resources.trial,
-                          tensorboard_dir=storage.uri_of("tensorboard", cfg.name, trial_id) if storage.is_local else None,
+                          tensorboard_dir=storage.uri_of("tensorboard", cfg.name, trial_id),
                           hparams=params, results_uri=storage.uri, sweep=cfg.name, callbacks=[TuneReportCallback()])
     checkpoint = None if result.checkpoint is None else _uri(result.checkpoint) + "/best"
     ResultsStore(storage).append([{
@@ -87,7 +87,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False) -> list[dict[str, Any]]
 
 def search(cfg: SweepConfig, storage: Storage, teacher_paths: dict[str, str], resume: bool) -> None:
     setup = {"sweep": to_dict(cfg), "teacher_paths": teacher_paths}
-    trainable = tune.with_resources(tune.with_parameters(trial_driver, setup=setup), {"cpu": 0.01})
+    trainable = tune.with_resources(tune.with_parameters(trial_driver, setup=setup), driver_resources())
     path = storage.uri_of("tune", cfg.name)
     if resume:
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
@@ -102,7 +102,8 @@ def _tune_config(cfg: SweepConfig) -> tune.TuneConfig:
     s = cfg.search
     multi = s.objective == "multi"
     searcher = OptunaSearch(space=partial(SPACES[s.space], options=s.options), metric=MULTI_METRICS if multi else SINGLE_METRIC,
-                            mode=["max", "max"] if multi else "max", sampler=_sampler(s.sampler, multi, cfg.student.seed))
+                            mode=["max", "max"] if multi else "max", sampler=_sampler(s.sampler, multi, cfg.student.seed),
+                            points_to_evaluate=[dict(p) for p in s.points] or None)
     scheduler = FIFOScheduler()
     if s.scheduler.kind == "asha":
         max_epochs = max(cfg.student.epochs, *_epoch_choices(s.options))

@@ -23,6 +23,9 @@ class TeacherSpec:
     name: str
     """Registry name that distillation configs and search spaces refer to."""
     train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: str | None = None
+    """An existing checkpoint (e.g. weights imported with trainers.checkpoint.import_state_dict):
+    used as is, never trained."""
 
     @property
     def hash(self) -> str:

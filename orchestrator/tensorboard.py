@@ -2,12 +2,14 @@
 trials compare side by side in TensorBoard's HParams view (rank 0 writes; others do nothing)."""
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
+from orchestrator.storage import Storage
 from trainers.callbacks import FitResult
 
 PERF = {"lr", "epoch_time", "images_per_s"}
@@ -37,11 +39,16 @@ def flat_hparams(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class TensorBoardCallback:
+    """Writes to `logdir`; a remote URI (s3://, gs://) is written locally and uploaded after
+    every epoch, since TensorBoard's writer cannot write to object stores by itself."""
+
     def __init__(self, logdir: str | Path, hparam_values: dict[str, Any], rank: int = 0) -> None:
         self.writer = None
         if rank != 0:
             return
-        self.writer = SummaryWriter(log_dir=str(logdir))
+        self.remote = Storage(logdir) if "://" in str(logdir) and not str(logdir).startswith("file://") else None
+        self.local = Path(tempfile.mkdtemp(prefix="tb-")) if self.remote else Path(str(logdir).removeprefix("file://"))
+        self.writer = SummaryWriter(log_dir=str(self.local))
         exp, ssi, sei = hparams(flat_hparams(hparam_values), {tag: 0.0 for tag in HPARAM_METRICS})
         for summary in (exp, ssi, sei):
             self.writer.file_writer.add_summary(summary)
@@ -53,6 +60,11 @@ class TensorBoardCallback:
             if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch":
                 self.writer.add_scalar(scalar_tag(key), value, epoch + 1)
         self.writer.flush()
+        self._sync()
+
+    def _sync(self) -> None:
+        if self.remote is not None:
+            self.remote.upload_dir(self.local)
 
     def on_fit_end(self, result: FitResult) -> None:
         if self.writer is None:
@@ -62,3 +74,4 @@ class TensorBoardCallback:
             if key.startswith("test") and isinstance(value, (int, float)):
                 self.writer.add_scalar(scalar_tag(key), value, step)
         self.writer.close()
+        self._sync()

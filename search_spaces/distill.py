@@ -12,6 +12,7 @@ options:
   b_mtard: {robust_teacher: [a], clean_teacher: [b], beta: {low: 0.5, high: 2.0}, ...}
   mtard / rslad / ard: {teacher: [a], ...} (rslad, ard) or {robust_teacher, clean_teacher} (mtard)
   train: {optim: {lr: {low: 0.01, high: 0.2, log: true}}, epochs: 4, ...}
+A method's own `train` block (e.g. rslad: {train: {epochs: 300}}) applies to its trials only.
 The space returns {"overrides": <TrainConfig overrides>, "teacher_names": [...]} for the trial.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 from optuna.trial import Trial
 
 from search_spaces.suggest import suggest, suggest_all
+from trainers.configs import merge_dicts
 
 PAIR_METHODS = {"b_mtard", "mtard"}
 SINGLE_METHODS = {"rslad", "ard"}
@@ -30,6 +32,7 @@ SINGLE_METHODS = {"rslad", "ard"}
 def space(trial: Trial, options: dict[str, Any]) -> dict[str, Any]:
     method = suggest(trial, "method", options.get("method", "darht"))
     params = dict(options.get(method) or {})
+    method_train = params.pop("train", {})
     if method == "darht":
         teachers = _composition(trial, options["teachers"])
     elif method in PAIR_METHODS:
@@ -39,7 +42,8 @@ def space(trial: Trial, options: dict[str, Any]) -> dict[str, Any]:
         teachers = [suggest(trial, f"{method}/teacher", params.pop("teacher"))]
     else:
         teachers = []
-    overrides = suggest_all(trial, "train", options.get("train") or {})
+    overrides = merge_dicts(suggest_all(trial, "train", options.get("train") or {}),
+                            suggest_all(trial, f"{method}/train", method_train))
     overrides["method"] = {"name": method, **suggest_all(trial, method, params)}
     return {"overrides": overrides, "teacher_names": teachers}
 

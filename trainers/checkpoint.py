@@ -52,14 +52,19 @@ def write_checkpoint(directory: str | Path, tensors: dict[str, dict[str, torch.T
         for name, group in tensors.items():
             save_file({k: v.detach().cpu().contiguous() for k, v in group.items()},
                       str(tmp / f"{name}.safetensors"))
+        documents = dict(documents)
         if "model" in documents and "model" in tensors:
-            documents["model"]["weights_sha256"] = _sha256(tmp / "model.safetensors")
+            documents["model"] = {**documents["model"], "weights_sha256": _sha256(tmp / "model.safetensors")}
         for name, doc in documents.items():
             (tmp / f"{name}.json").write_text(json.dumps(doc, indent=1, sort_keys=True, default=str))
         if final.exists():
             old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
             os.rename(final, old)
-            os.rename(tmp, final)
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                os.rename(old, final)  # put the previous checkpoint back
+                raise
             shutil.rmtree(old)
         else:
             os.rename(tmp, final)
@@ -140,8 +145,8 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu",
         raise CheckpointError(f"checkpoint {directory}: model.safetensors does not match the sidecar's "
                               "SHA-256 (corrupt or replaced file)")
     state = read_tensors(directory, "model", device)
-    spec = sidecar["model"]
     try:
+        spec = sidecar["model"]
         model = build_model(spec["name"], num_classes=spec["num_classes"],
                             data_cfg=DataCfg.from_dict(sidecar["data_cfg"]), **spec.get("kwargs", {}))
     except (UnknownNameError, TypeError, KeyError, ValueError) as err:

@@ -55,6 +55,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError("", f"{p}: not valid YAML{where}") from None
+    except UnicodeDecodeError:
+        raise ConfigError("", f"{p}: not valid YAML (not UTF-8 text)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

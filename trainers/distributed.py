@@ -33,6 +33,14 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_reduce_max(value: float, device: torch.device) -> float:
+    """The largest value over ranks (e.g. an epoch lasts as long as its slowest rank)."""
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
 def derive_seed(*parts: int) -> int:
     """A 63-bit seed from integers (seed, epoch, rank, ...), stable across runs and platforms."""
     h = 1469598103934665603

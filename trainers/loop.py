@@ -25,7 +25,7 @@ from trainers.checkpoint import load_model, model_sidecar, write_checkpoint
 from trainers.config import TrainConfig
 from trainers.configs import ConfigError, config_hash, to_dict
 from trainers.data import Dataset, DatasetInfo, DeviceLoader, load_dataset
-from trainers.distributed import DistInfo, all_reduce_sum, derive_seed, dist_info
+from trainers.distributed import DistInfo, all_reduce_max, all_reduce_sum, derive_seed, dist_info
 from trainers.evaluation import evaluate_clean_pgd
 from trainers.methods import Method, MethodContext, MethodDef, StepInfo, parse_method
 from trainers.models import DataCfg, build_model
@@ -191,7 +191,7 @@ def train_epoch(run: Run, loader: DeviceLoader, epoch: int) -> dict[str, float]:
             _check_finite(run, first_bad, epoch)
     keys = sorted(sums)
     totals = all_reduce_sum(torch.stack([sums[k] for k in keys]).double()) / (steps * run.dist.world_size)
-    seconds = time.perf_counter() - start
+    seconds = all_reduce_max(time.perf_counter() - start, run.device)  # identical on every rank
     return {**dict(zip(keys, totals.tolist())), "lr": lr, "epoch_time": seconds,
             "images_per_s": steps * cfg.data.batch_size * run.dist.world_size / seconds}
 

@@ -44,11 +44,14 @@ NAMES = MODELS.names()
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread() -> Iterator[None]:
-    """Tiny batches gain nothing from threads, and oversubscribed cores make them much slower."""
+    """Tiny batches gain nothing from threads, and oversubscribed cores make them much slower.
+    The shared models are released when the module is done."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+    for cached in (_reference, _cached, _meta):
+        cached.cache_clear()
 
 
 def _case(name: str) -> tuple[dict[str, Any], DataCfg]:

@@ -173,6 +173,18 @@ def test_refuses_unknown_architecture_argument(saved: Path) -> None:
     refused(saved, "cannot rebuild the model")
 
 
+@pytest.mark.parametrize("edit", [
+    lambda d: d.pop("model"),
+    lambda d: d.pop("data_cfg"),
+    lambda d: d["model"].pop("name"),
+    lambda d: d.update(model="small_cnn"),
+    lambda d: d["data_cfg"].update(mean=[0.1, 0.2]),
+], ids=["no-model", "no-data_cfg", "no-name", "model-not-a-mapping", "bad-data_cfg"])
+def test_refuses_malformed_sidecar(saved: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    edit_sidecar(saved, edit)
+    refused(saved, "cannot rebuild the model")
+
+
 def test_refuses_state_dict_shape_mismatch(saved: Path) -> None:
     edit_sidecar(saved, lambda d: d["model"]["kwargs"].update(width=8))
     refused(saved, "weights do not fit the model.*wrong shape")
@@ -236,7 +248,7 @@ def test_failed_first_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_rewrite_replaces_the_whole_directory(tmp_path: Path) -> None:
-    model, optimizer = tiny(0), None
+    model = tiny(0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     _steps(model, optimizer, 1)
     save_training_checkpoint(tmp_path / "ckpt", model, optimizer,
@@ -332,10 +344,18 @@ def _steps(model: nn.Module, optimizer: torch.optim.Optimizer, n: int, start: in
         optimizer.step()
 
 
-OPTIMIZERS = {
-    "sgd": lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4),
-    "adamw": lambda params: torch.optim.AdamW(params, lr=1e-2, betas=(0.8, 0.99), weight_decay=0.05),
-    "adamw_amsgrad": lambda params: torch.optim.AdamW(params, lr=1e-2, amsgrad=True),
+def _two_groups(model: nn.Module) -> list[dict[str, Any]]:
+    """Weight decay on weights only: two param groups with different settings."""
+    decay = [p for n, p in model.named_parameters() if n.endswith("weight") and p.ndim > 1]
+    rest = [p for n, p in model.named_parameters() if not (n.endswith("weight") and p.ndim > 1)]
+    return [{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0, "lr": 3e-3}]
+
+
+OPTIMIZERS: dict[str, Callable[[nn.Module], torch.optim.Optimizer]] = {
+    "sgd": lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4),
+    "adamw": lambda m: torch.optim.AdamW(m.parameters(), lr=1e-2, betas=(0.8, 0.99), weight_decay=0.05),
+    "adamw_amsgrad": lambda m: torch.optim.AdamW(m.parameters(), lr=1e-2, amsgrad=True),
+    "adamw_groups": lambda m: torch.optim.AdamW(_two_groups(m), lr=1e-2),
 }
 
 
@@ -347,7 +367,7 @@ def _plain(sd: dict[str, Any]) -> Any:
 @pytest.mark.parametrize("kind", sorted(OPTIMIZERS))
 def test_training_checkpoint_resumes_exactly(tmp_path: Path, kind: str) -> None:
     model = tiny(0)
-    optimizer = OPTIMIZERS[kind](model.parameters())
+    optimizer = OPTIMIZERS[kind](model)
     _steps(model, optimizer, 2)
     optimizer.param_groups[0]["lr"] *= 0.5  # a scheduled lr is part of the state too
     sidecar = model_sidecar(model, dataset="digits")
@@ -355,7 +375,7 @@ def test_training_checkpoint_resumes_exactly(tmp_path: Path, kind: str) -> None:
                              state={"epoch": 1, "best": {"score": 0.25}})
 
     resumed = tiny(7)
-    resumed_opt = OPTIMIZERS[kind](resumed.parameters())
+    resumed_opt = OPTIMIZERS[kind](resumed)
     state = load_training_checkpoint(tmp_path / "last", resumed, resumed_opt)
     assert state == {"epoch": 1, "best": {"score": 0.25}}
     assert_same_weights(resumed, model)
@@ -377,6 +397,20 @@ def test_training_checkpoint_resumes_exactly(tmp_path: Path, kind: str) -> None:
     # The training checkpoint is also a model checkpoint.
     loaded, _ = load_model(tmp_path / "last")
     assert loaded.spec == model.spec
+
+
+def test_training_checkpoint_before_the_first_step(tmp_path: Path) -> None:
+    model = tiny(0)
+    optimizer = OPTIMIZERS["sgd"](model)  # no momentum buffers yet: an empty optimizer.safetensors
+    save_training_checkpoint(tmp_path / "first", model, optimizer,
+                             sidecar=model_sidecar(model, dataset="digits"), state={"epoch": -1})
+    resumed = tiny(1)
+    resumed_opt = OPTIMIZERS["sgd"](resumed)
+    assert load_training_checkpoint(tmp_path / "first", resumed, resumed_opt) == {"epoch": -1}
+    assert resumed_opt.state_dict()["state"] == {}
+    _steps(model, optimizer, 2)
+    _steps(resumed, resumed_opt, 2)
+    assert_same_weights(resumed, model)
 
 
 def test_training_checkpoint_refuses_another_model(tmp_path: Path) -> None:

@@ -242,6 +242,12 @@ def test_load_yaml_invalid_names_the_line(tmp_path: Path) -> None:
     assert message == f"{path}: not valid YAML at line 4"
 
 
+def test_load_yaml_binary_file_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"epochs: 3\nname: \xff\xfe\n")
+    assert _yaml_error(path) == f"{path}: not valid YAML (not UTF-8 text)"
+
+
 @pytest.mark.parametrize("text,kind", [("- 1\n- 2\n", "list"), ("just a string\n", "str"), ("3\n", "int")])
 def test_load_yaml_top_level_must_be_a_mapping(tmp_path: Path, text: str, kind: str) -> None:
     path = tmp_path / "top.yaml"

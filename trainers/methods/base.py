@@ -90,7 +90,7 @@ def parse_method(raw: dict[str, Any]) -> tuple[MethodDef, Any]:
     try:
         mdef = METHODS.get(raw["name"])
     except UnknownNameError as err:
-        raise ConfigError("name", str(err).replace("unknown method ", "", 1)) from None
+        raise ConfigError("name", str(err)) from None
     profile = raw.get("profile", next(iter(mdef.profiles)))
     if profile not in mdef.profiles:
         raise ConfigError("profile", f"{profile!r} unknown for {mdef.name}; known: {', '.join(mdef.profiles)}")

@@ -29,5 +29,5 @@ class SmallCNN(ImageClassifier):
 
 @MODELS.register
 def small_cnn(*, num_classes: int, data_cfg: DataCfg, width: int = 32, hidden: int = 128) -> SmallCNN:
-    """Two conv blocks (width, 2*width channels) and a hidden layer; ~30 k parameters at width 32."""
+    """Two conv blocks (width, 2*width channels) and a hidden layer; ~53 k parameters at width 32 on 10 classes."""
     return SmallCNN(num_classes=num_classes, data_cfg=data_cfg, width=width, hidden=hidden)

@@ -1,0 +1,232 @@
+"""The adversarial-training methods: TRADES (trainers/methods/trades.py, methods.md 5), FAT and
+FAT-TRADES (fat.py, methods.md 6) and PGD-AT (pgd_at.py, methods.md 7): the TRADES loss and its
+gradient against hand formulas, FAT's tau schedule, the inner maximizations' invariants and the
+paper vs official profiles."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from kd_testing import bn_stats, kl_np, log_softmax_np, np_of, tiny_cnn
+
+from attacks import early_stopped_pgd, kl_pgd, pgd
+from trainers.configs import ConfigError
+from trainers.methods import METHODS, MethodContext, StepInfo, parse_method
+from trainers.methods.fat import FatConfig, tau_at
+from trainers.methods.trades import trades_loss
+from trainers.modes import eval_mode
+
+AT_METHODS = ["pgd_at", "trades", "fat", "fat_trades"]
+
+
+def trades_np(clean: np.ndarray, adv: np.ndarray, y: np.ndarray, beta: float) -> tuple[float, float, float]:
+    ce = float(-np.mean(log_softmax_np(clean)[np.arange(len(y)), y]))
+    kl = float(kl_np(clean, adv).mean())
+    return ce + beta * kl, ce, kl
+
+
+def logits_pair(b: int = 6, k: int = 10, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    clean = 3 * torch.randn(b, k, generator=gen)
+    adv = clean + 2 * torch.randn(b, k, generator=gen)
+    return clean, adv, torch.randint(0, k, (b,), generator=gen)
+
+
+# ----------------------------------------------------------------------------- TRADES loss
+
+@pytest.mark.parametrize("beta", [0.0, 1.0, 6.0])
+@pytest.mark.parametrize("k", [10, 100])
+def test_trades_loss_matches_the_formula(beta: float, k: int) -> None:
+    clean, adv, y = logits_pair(k=k, seed=k)
+    loss, ce, kl = trades_loss(clean, adv, y, beta)
+    want = trades_np(np_of(clean), np_of(adv), y.numpy(), beta)
+    assert [loss.item(), ce.item(), kl.item()] == pytest.approx(list(want), rel=1e-5)
+
+
+def test_trades_gradient_flows_through_clean_and_adversarial_logits() -> None:
+    """Analytic gradients (B examples, p = softmax(z), q = softmax(z')):
+    d CE / dz = (p - onehot) / B;  d KL(p || q) / dz_k = p_k (log p_k - log q_k - KL) / B;
+    d KL / dz' = (q - p) / B. The clean logits get both the CE and the KL part."""
+    beta = 6.0
+    clean, adv, y = logits_pair(seed=3)
+    clean.requires_grad_(True)
+    adv.requires_grad_(True)
+    loss, _, _ = trades_loss(clean, adv, y, beta)
+    loss.backward()
+    z, z_adv, b = np_of(clean), np_of(adv), len(y)
+    log_p, log_q = log_softmax_np(z), log_softmax_np(z_adv)
+    p, q = np.exp(log_p), np.exp(log_q)
+    kl = (p * (log_p - log_q)).sum(1, keepdims=True)
+    d_ce = (p - np.eye(10)[y.numpy()]) / b
+    d_kl_clean = p * (log_p - log_q - kl) / b
+    np.testing.assert_allclose(np_of(clean.grad), d_ce + beta * d_kl_clean, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(np_of(adv.grad), beta * (q - p) / b, rtol=1e-4, atol=1e-7)
+    assert np.abs(beta * d_kl_clean).max() > 1e-3  # the KL part is there, not just the CE
+    assert np.abs(np_of(clean.grad) - d_ce).max() > 1e-3
+
+
+# ----------------------------------------------------------------------------- FAT's tau schedule
+
+def test_fat_tau_schedule() -> None:
+    _, fat = parse_method({"name": "fat"})
+    got = {epoch1: tau_at(fat, epoch1 - 1) for epoch1 in (1, 50, 51, 90, 91, 120)}
+    assert got == {1: 0, 50: 0, 51: 1, 90: 1, 91: 2, 120: 2}
+    assert [tau_at(fat, e) for e in range(120)] == [0] * 50 + [1] * 40 + [2] * 30
+
+
+def test_fat_trades_tau_schedule() -> None:
+    _, fat_trades = parse_method({"name": "fat_trades"})
+    want = [0] * 30 + [1] * 20 + [2] * 20 + [3] * 15  # <=30 / <=50 / <=70 / after, 85 epochs
+    assert [tau_at(fat_trades, e) for e in range(85)] == want
+    _, official = parse_method({"name": "fat_trades", "profile": "official"})
+    assert [tau_at(official, e) for e in range(85)] == want
+
+
+@pytest.mark.parametrize("tau", [0, 1, 3])
+def test_fixed_tau_with_empty_milestones(tau: int) -> None:
+    _, cfg = parse_method({"name": "fat", "tau": tau, "tau_milestones": []})
+    assert all(tau_at(cfg, e) == tau for e in range(200))
+    assert tau_at(FatConfig(tau=2, tau_milestones=(3,)), 2) == 2 and tau_at(FatConfig(tau=2, tau_milestones=(3,)), 3) == 3
+
+
+def test_fat_logs_the_current_tau(batch) -> None:
+    mdef, cfg = parse_method({"name": "fat_trades", "steps": 1})
+    student = tiny_cnn(0).train()
+    method = mdef.build(cfg, MethodContext(student=student, forward=student, eps=0.1, num_classes=10))
+    x, y = batch
+    for epoch, tau in ((0, 0), (30, 1), (69, 2), (84, 3)):
+        info = StepInfo(epoch, 0, 1.0)
+        _, metrics = method.loss_terms(x, y, method.inner_max(x, y, info), info)
+        assert metrics["tau"].item() == tau
+
+
+# ----------------------------------------------------------------------------- inner maximization
+
+@pytest.mark.parametrize("name", AT_METHODS)
+@pytest.mark.parametrize("caller_mode", ["train", "eval", "mixed"])
+def test_inner_max_keeps_modes_and_the_eps_ball(name: str, caller_mode: str, batch) -> None:
+    eps = 0.1
+    student = tiny_cnn(1)
+    student.train(caller_mode != "eval")
+    if caller_mode == "mixed":  # one BN layer frozen by the caller: its own mode must come back
+        next(m for m in student.modules() if isinstance(m, torch.nn.BatchNorm2d)).eval()
+    modes = [m.training for m in student.modules()]
+    mdef, cfg = parse_method({"name": name, "steps": 4})
+    method = mdef.build(cfg, MethodContext(student=student, forward=student, eps=eps, num_classes=10))
+    x, y = batch
+    before = bn_stats(student)
+    x_adv = method.inner_max(x, y, StepInfo(epoch=60, step=0, lr_scale=1.0))
+    assert [m.training for m in student.modules()] == modes
+    assert all(torch.equal(a, b) for a, b in zip(before, bn_stats(student)))  # attacked in eval mode
+    assert all(p.grad is None for p in student.parameters())
+    assert x_adv.shape == x.shape and not x_adv.requires_grad
+    assert (x_adv - x).abs().max() <= eps + 1e-6
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert (x_adv != x).any()
+
+
+@pytest.mark.parametrize("name", ["trades", "fat", "fat_trades"])
+def test_official_profiles_use_the_reference_radius(name: str, batch) -> None:
+    """Official: eps 0.031 and step 0.007 whatever the threat model's eps (0.2 on digits)."""
+    student = tiny_cnn(2).train()
+    mdef, cfg = parse_method({"name": name, "profile": "official", "steps": 3})
+    method = mdef.build(cfg, MethodContext(student=student, forward=student, eps=0.2, num_classes=10))
+    x, y = batch
+    x_adv = method.inner_max(x, y, StepInfo(0, 0, 1.0))
+    assert (x_adv - x).abs().max() <= 0.031 + 1e-6
+    assert (x_adv - x).abs().max() > 0.02
+
+
+def test_trades_inner_max_is_kl_pgd_against_the_clean_prediction(batch) -> None:
+    student = tiny_cnn(3).train()
+    mdef, cfg = parse_method({"name": "trades", "profile": "official", "steps": 3})
+    method = mdef.build(cfg, MethodContext(student=student, forward=student, eps=0.2, num_classes=10))
+    x, y = batch
+    torch.manual_seed(5)
+    got = method.inner_max(x, y, StepInfo(0, 0, 1.0))
+    torch.manual_seed(5)
+    with eval_mode(student):
+        with torch.no_grad():
+            target = torch.softmax(student(x), 1)
+        want = kl_pgd(student, x, target_probs=target, eps=0.031, step_size=0.007, steps=3,
+                      random_start="normal", start_scale=0.001)
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("name,loss,start", [("fat", "ce", "uniform"), ("fat_trades", "kl", "normal")])
+def test_fat_inner_max_is_early_stopped_pgd_with_the_current_tau(name: str, loss: str, start: str, batch) -> None:
+    student = tiny_cnn(4).train()
+    mdef, cfg = parse_method({"name": name, "steps": 3})
+    method = mdef.build(cfg, MethodContext(student=student, forward=student, eps=0.2, num_classes=10))
+    x, y = batch
+    torch.manual_seed(6)
+    got = method.inner_max(x, y, StepInfo(95, 0, 1.0))
+    torch.manual_seed(6)
+    with eval_mode(student):
+        want = early_stopped_pgd(student, x, y, eps=0.2, tau=tau_at(cfg, 95), step_size=0.05, steps=3,
+                                 omega=0.001, loss=loss, random_start=start)
+    assert tau_at(cfg, 95) == (2 if name == "fat" else 3)
+    assert torch.equal(got, want)
+
+
+def test_pgd_at_inner_max_is_uniform_start_ce_pgd(batch) -> None:
+    student = tiny_cnn(5).train()
+    mdef, cfg = parse_method({"name": "pgd_at", "steps": 3})
+    method = mdef.build(cfg, MethodContext(student=student, forward=student, eps=0.2, num_classes=10))
+    x, y = batch
+    torch.manual_seed(7)
+    got = method.inner_max(x, y, StepInfo(0, 0, 1.0))
+    torch.manual_seed(7)
+    with eval_mode(student):
+        want = pgd(student, x, y, eps=0.2, step_size=0.05, steps=3, random_start="uniform", keep_best=False)
+    assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("name", ["trades", "fat_trades"])
+def test_trades_loss_terms_use_two_forwards_and_the_formula(name: str, batch) -> None:
+    student = tiny_cnn(6).train()
+    mdef, cfg = parse_method({"name": name, "beta": 4.0})
+    method = mdef.build(cfg, MethodContext(student=student, forward=student, eps=0.2, num_classes=10))
+    x, y = batch
+    x_adv = (x + 0.1 * torch.randn_like(x).sign()).clamp(0, 1)
+    with torch.no_grad():
+        clean, adv = np_of(student(x)), np_of(student(x_adv))
+    loss, metrics = method.loss_terms(x, y, x_adv, StepInfo(0, 0, 1.0))
+    want = trades_np(clean, adv, y.numpy(), 4.0)
+    assert loss.item() == pytest.approx(want[0], rel=1e-5)
+    assert [metrics["ce"].item(), metrics["kl"].item()] == pytest.approx(list(want[1:]), rel=1e-5)
+    loss.backward()
+    assert all(p.grad is not None for p in student.parameters())
+
+
+# ----------------------------------------------------------------------------- profiles
+
+def test_profiles() -> None:
+    assert list(METHODS.get("trades").profiles) == ["paper", "official"]
+    _, paper = parse_method({"name": "trades"})
+    _, official = parse_method({"name": "trades", "profile": "official"})
+    assert (paper.beta, paper.steps, paper.eps, paper.step_size) == (6.0, 10, None, None)
+    assert (official.beta, official.steps, official.eps, official.step_size) == (6.0, 10, 0.031, 0.007)
+    for name in ("fat", "fat_trades"):
+        _, p = parse_method({"name": name})
+        _, o = parse_method({"name": name, "profile": "official"})
+        assert (p.eps, p.step_size, o.eps, o.step_size) == (None, None, 0.031, 0.007)
+        assert p.steps == o.steps == 10 and p.omega == o.omega == 0.001 and p.tau == o.tau == 0
+        assert p.tau_milestones == o.tau_milestones == ((50, 90) if name == "fat" else (30, 50, 70))
+        assert p.beta == 6.0
+    mdef, pgd_cfg = parse_method({"name": "pgd_at"})
+    assert list(mdef.profiles) == ["paper"]
+    assert (pgd_cfg.steps, pgd_cfg.step_size, pgd_cfg.eps, pgd_cfg.random_start, pgd_cfg.attack_mode) == (
+        10, None, None, "uniform", "eval")
+    for name in AT_METHODS:
+        assert METHODS.get(name).teachers == (0, 0)
+
+
+def test_config_errors() -> None:
+    for raw, field in [({"name": "trades", "beta": -1.0}, "beta"), ({"name": "trades", "steps": 0}, "steps"),
+                       ({"name": "fat", "tau": -1}, "tau"), ({"name": "fat", "tau_milestones": [90, 50]}, "tau_milestones"),
+                       ({"name": "pgd_at", "steps": 0}, "steps"), ({"name": "trades", "profile": "offical"}, "profile"),
+                       ({"name": "pgd_at", "random_start": "gauss"}, "random_start")]:
+        with pytest.raises(ConfigError) as err:
+            parse_method(raw)
+        assert err.value.field == field
