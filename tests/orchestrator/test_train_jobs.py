@@ -3,8 +3,11 @@ distillation run from registry teachers, and a 2-worker DDP run whose ranks repo
 metrics."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 import ray.train
+from ray import cloudpickle
 import yaml
 
 from orchestrator import distill as distill_entry
@@ -85,6 +88,7 @@ class CaptureReports(ray.train.UserCallback):
 
 
 def test_two_workers_report_identical_metrics(ray_session, tmp_path):
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the controller cannot import tests
     cfg = from_dict(TrainConfig, {**tiny_train({"name": "trades", "steps": 2}, epochs=2), "name": "ddp"})
     log = tmp_path / "reports.yaml"
     result = run_training(cfg, name="ddp-two-workers", storage=Storage(tmp_path / "store"),

@@ -145,7 +145,8 @@ def test_resume_matches_an_uninterrupted_run(case: str, tmp_path: Path, teachers
     assert [r["epoch"] for r in resumed.history] == list(range(epochs))
     assert without_timing(resumed.history) == without_timing(full.history)
     for tag in ("last", "best"):
-        assert same_tensors(read_tensors(tmp_path / "part" / tag, "model"), read_tensors(tmp_path / "full" / tag, "model"))
+        assert same_tensors(read_tensors(tmp_path / "part" / tag, "model"),
+                            read_tensors(tmp_path / "full" / tag, "model"))
     assert same_tensors(read_tensors(tmp_path / "part" / "last", "optimizer"),
                         read_tensors(tmp_path / "full" / "last", "optimizer"))
     part_state, full_state = (read_document(tmp_path / d / "last", "state") for d in ("part", "full"))
@@ -307,6 +308,7 @@ def test_each_distillation_method_trains_one_epoch(case: str, tmp_path: Path, te
     if method["name"] == "b_mtard":
         assert record["w_adv"] + record["w_nat"] == pytest.approx(1.0)
     sidecar = read_document(tmp_path / "last", "model")
-    assert sidecar["method"]["name"] == method["name"] and sidecar["teachers"] == [str(t) for t in teachers[:n_teachers]]
+    assert sidecar["method"]["name"] == method["name"]
+    assert sidecar["teachers"] == [str(t) for t in teachers[:n_teachers]]
     model, _ = load_model(tmp_path / "last")  # the student (DARHT: with its head) rebuilds from the sidecar
     assert model(DIGITS.test.x[:4].float()).shape == (4, 10)

@@ -86,7 +86,8 @@ def test_fat_trades_tau_schedule() -> None:
 def test_fixed_tau_with_empty_milestones(tau: int) -> None:
     _, cfg = parse_method({"name": "fat", "tau": tau, "tau_milestones": []})
     assert all(tau_at(cfg, e) == tau for e in range(200))
-    assert tau_at(FatConfig(tau=2, tau_milestones=(3,)), 2) == 2 and tau_at(FatConfig(tau=2, tau_milestones=(3,)), 3) == 3
+    offset = FatConfig(tau=2, tau_milestones=(3,))  # the base budget adds to the milestone count
+    assert [tau_at(offset, e) for e in range(5)] == [2, 2, 2, 3, 3]
 
 
 def test_fat_logs_the_current_tau(batch) -> None:
@@ -224,7 +225,8 @@ def test_profiles() -> None:
 
 def test_config_errors() -> None:
     for raw, field in [({"name": "trades", "beta": -1.0}, "beta"), ({"name": "trades", "steps": 0}, "steps"),
-                       ({"name": "fat", "tau": -1}, "tau"), ({"name": "fat", "tau_milestones": [90, 50]}, "tau_milestones"),
+                       ({"name": "fat", "tau": -1}, "tau"),
+                       ({"name": "fat", "tau_milestones": [90, 50]}, "tau_milestones"),
                        ({"name": "pgd_at", "steps": 0}, "steps"), ({"name": "trades", "profile": "offical"}, "profile"),
                        ({"name": "pgd_at", "random_start": "gauss"}, "random_start")]:
         with pytest.raises(ConfigError) as err:
