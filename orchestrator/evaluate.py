@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Sequence
 
 from orchestrator.cli import Parser, run_cli
-from orchestrator.evaluation import Target, execute, format_table, load_suite, plan, read_summary
+from orchestrator.evaluation import (Target, execute, format_table, load_suite, plan, read_masks, read_summary,
+                                     repeated_trials)
 from orchestrator.results import ResultsStore
 from orchestrator.storage import Storage
 from orchestrator.teacher_registry import TeacherRegistry, localize
@@ -36,6 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cpus-per-actor", type=float, default=1.0)
     p.add_argument("--gpus-per-actor", type=float, default=0.0)
     p.add_argument("--local", action="store_true", help="run in this process instead of the actor pool")
+    p.add_argument("--trials", type=int, default=0, help="repeated trials (DARHT: 30) with a Mann-Whitney test")
+    p.add_argument("--trial-size", type=int, default=1000, help="points per trial (DARHT: 1000)")
     args = p.parse_args(argv)
     storage = Storage(args.storage)
     registry = TeacherRegistry(storage)
@@ -52,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   gpus_per_actor=args.gpus_per_actor, local=args.local)
     print(f"{ran} task(s) run, {len(tasks) - ran} reused from {storage.uri}")
     print(format_table(read_summary(store, args.name)))
+    if args.trials:
+        print(repeated_trials(read_masks(store, args.name), trials=args.trials, size=args.trial_size, seed=args.seed))
     return 0
 
 

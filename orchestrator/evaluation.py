@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+import torch
 import yaml
 
 from attacks import AttackSpec
 from attacks.autoattack import VERSION as AUTOATTACK_VERSION
-from attacks.metrics import Count, count, w_robust, worst_case
+from attacks.metrics import count, mann_whitney, trial_indices, w_robust, w_robust_per_trial, worst_case
 from orchestrator.eval_pool import EvalTask, run_local, run_pool
 from orchestrator.ray_env import init_ray
 from orchestrator.results import ResultsStore, unpack_mask
@@ -123,25 +124,31 @@ def plan_entries(tasks: list[EvalTask]) -> list[dict[str, Any]]:
              "start": t.start, "stop": t.stop} for t in tasks]
 
 
+def point_masks(entries: list[dict[str, Any]], rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, torch.Tensor]]:
+    """Per run, the per-point correctness over the whole split: {"clean": mask, attack: mask, ...}."""
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for run in dict.fromkeys(e["run"] for e in entries):
+        mine = sorted((e for e in entries if e["run"] == run), key=lambda e: e["start"])
+        shards = sorted({(e["start"], e["stop"], e["clean_key"]) for e in mine})
+        masks = {"clean": torch.cat([unpack_mask(rows[k]["mask"], b - a) for a, b, k in shards])}
+        for attack in dict.fromkeys(e["attack"] for e in mine):
+            masks[attack] = torch.cat([unpack_mask(rows[e["key"]]["mask"], e["stop"] - e["start"])
+                                       for e in mine if e["attack"] == attack])
+        out[run] = masks
+    return out
+
+
 def summarize(entries: list[dict[str, Any]], rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Per run: clean, then per attack robust and W-Robust (with counts), then the per-point worst
     case. `entries` from plan_entries, `rows` the store's eval rows by key."""
     table = []
-    for run in dict.fromkeys(e["run"] for e in entries):
-        mine = [e for e in entries if e["run"] == run]
-        attacks = list(dict.fromkeys(e["attack"] for e in mine))
-        shards = sorted({(e["start"], e["stop"], e["clean_key"]) for e in mine})
-        clean = sum((count(unpack_mask(rows[k]["mask"], b - a)) for a, b, k in shards), Count(0, 0))
-        masks = {a: [unpack_mask(rows[e["key"]]["mask"], e["stop"] - e["start"])
-                     for e in sorted(mine, key=lambda e: e["start"]) if e["attack"] == a] for a in attacks}
-        entry = {"run": run, "clean": clean, "attacks": {}}
-        for attack in attacks:
-            robust = sum((count(m) for m in masks[attack]), Count(0, 0))
-            entry["attacks"][attack] = {"robust": robust, "w_robust": w_robust(clean, robust)}
+    for run, masks in point_masks(entries, rows).items():
+        clean = count(masks["clean"])
+        attacks = {a: m for a, m in masks.items() if a != "clean"}
         if len(attacks) > 1:
-            worst = sum((count(worst_case(ms)) for ms in zip(*masks.values())), Count(0, 0))
-            entry["attacks"]["worst case"] = {"robust": worst, "w_robust": w_robust(clean, worst)}
-        table.append(entry)
+            attacks["worst case"] = worst_case(attacks.values())
+        table.append({"run": run, "clean": clean, "attacks": {
+            a: {"robust": count(m), "w_robust": w_robust(clean, count(m))} for a, m in attacks.items()}})
     return table
 
 
@@ -150,8 +157,7 @@ def read_summary(store: ResultsStore, name: str) -> list[dict[str, Any]]:
     plans = store.read(kind="plan", sweep=name)
     if not plans:
         return []
-    rows = {r["key"]: r for r in store.read(kind="eval")}
-    return summarize(plans[0]["metrics"]["tasks"], rows)
+    return summarize(plans[0]["metrics"]["tasks"], {r["key"]: r for r in store.read(kind="eval")})
 
 
 def format_table(table: list[dict[str, Any]]) -> str:
@@ -161,4 +167,27 @@ def format_table(table: list[dict[str, Any]]) -> str:
         for attack, r in entry["attacks"].items():
             lines.append(f"{entry['run']:<28}{attack:<16}{c.rate:>9.2%}{r['robust'].rate:>9.2%}"
                          f"{r['w_robust']:>10.2%}{r['robust'].correct:>8}/{r['robust'].total:<5}")
+    return "\n".join(lines)
+
+
+def read_masks(store: ResultsStore, name: str) -> dict[str, dict[str, torch.Tensor]]:
+    plans = store.read(kind="plan", sweep=name)
+    return point_masks(plans[0]["metrics"]["tasks"], {r["key"]: r for r in store.read(kind="eval")}) if plans else {}
+
+
+def repeated_trials(masks: dict[str, dict[str, torch.Tensor]], *, trials: int, size: int, seed: int) -> str:
+    """DARHT section 4.2: W-Robust over `trials` random subsets of `size` points per run and attack
+    (the same subsets for every run), and a two-sided Mann-Whitney U test of the first run
+    against each other one. Subsets resample the evaluated points; attacks are not re-run."""
+    runs = list(masks)
+    n = len(next(iter(masks.values()))["clean"])
+    subsets = trial_indices(n, trials, min(size, n), seed)
+    lines = [f"repeated trials: {trials} x {min(size, n)} points (seed {seed}); W-Robust mean +- std"]
+    for attack in [a for a in masks[runs[0]] if a != "clean"]:
+        scores = {r: w_robust_per_trial(masks[r]["clean"], masks[r][attack], subsets) for r in runs if attack in masks[r]}
+        for run, values in scores.items():
+            lines.append(f"  {attack:<14} {run:<28} {values.mean():.2%} +- {values.std(ddof=1) if trials > 1 else 0:.2%}")
+        for run in list(scores)[1:]:
+            u, p = mann_whitney(scores[runs[0]], scores[run])
+            lines.append(f"  {attack:<14} Mann-Whitney U {runs[0]} vs {run}: U = {u:.1f}, p = {p:.3g}")
     return "\n".join(lines)

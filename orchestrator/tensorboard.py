@@ -57,7 +57,7 @@ class TensorBoardCallback:
         if self.writer is None:
             return
         for key, value in metrics.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "epoch":
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("epoch", "wall_time"):
                 self.writer.add_scalar(scalar_tag(key), value, epoch + 1)
         self.writer.flush()
         self._sync()

@@ -77,7 +77,8 @@ def fit(cfg: TrainConfig, *, callbacks: Sequence[Callback] = (), resume_from: st
                           "training examples per worker; no full batch to train on")
     for epoch in range(start, cfg.epochs):
         record = {"epoch": epoch, **train_epoch(run, loader, epoch)}
-        record.update({f"val_{k}": v for k, v in _validate(run, run.data.val).items()})
+        record.update({f"val_{k}": v for k, v in _validate(run, run.data.val).items()},
+                      wall_time=all_reduce_max(time.time(), run.device))
         score = record[f"val_{cfg.validation.select}"]
         record["is_best"] = score > best_score
         best_score = max(best_score, score)
