@@ -156,8 +156,9 @@ def validate(cfg: SweepConfig) -> None:
         except ConfigError as err:
             raise err.under(f"teachers[{i}].train") from None
     for sample in samples:
+        trial = trial_config(cfg, sample, {n: n for n in sample["teacher_names"]})
         try:
-            preflight(trial_config(cfg, sample, {n: n for n in sample["teacher_names"]}), info)
+            preflight(trial, info)
         except ConfigError as err:
             raise err.under("student") from None
 

@@ -4,6 +4,7 @@ the actor pool, (4) the report. Ray patterns: shared/reference/ray.md section 1 
 trainables that build a TorchTrainer; never Tuner(trainer))."""
 from __future__ import annotations
 
+import json
 from functools import partial
 from typing import Any
 
@@ -54,12 +55,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False) -> list[dict[str, Any]]
     """All four stages; returns the evaluated rows' summary (see orchestrator.reporting)."""
     validate(cfg)
     storage = Storage(cfg.storage)
-    exists = storage.exists("tune", cfg.name)
-    if exists and not resume:
-        raise ConfigError("name", f"sweep {cfg.name!r} already exists in {storage.uri}; pass --resume to continue "
-                          "it, or choose another name")
-    if resume and not exists:
-        raise ConfigError("name", f"no sweep {cfg.name!r} in {storage.uri} to resume")
+    resume = _claim(cfg, storage, resume)
     init_ray()
     res = cfg.resources
     check_fits("resources.trial", res.trial.per_worker(), res.trial.num_workers, res.autoscaling)
@@ -83,6 +79,27 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False) -> list[dict[str, Any]]
     execute(tasks, store, sweep=cfg.name, actors=e.actors, cpus_per_actor=e.cpus_per_actor,
             gpus_per_actor=e.gpus_per_actor)
     return tasks
+
+
+def _claim(cfg: SweepConfig, storage: Storage, resume: bool) -> bool:
+    """Whether to resume. A sweep's config is recorded when it starts; running the same config
+    again continues it (and only re-reports a finished one), a different config under the same
+    name is refused, so nothing in an existing storage path is overwritten."""
+    record = ("sweeps", f"{cfg.name}.json")
+    config = json.dumps(to_dict(cfg), sort_keys=True)
+    started = storage.exists("tune", cfg.name)
+    if storage.exists(*record) and storage.read_bytes(*record).decode() != config:
+        raise ConfigError("name", f"a different sweep named {cfg.name!r} exists in {storage.uri}; choose another "
+                          "name (--name) or storage")
+    if resume and not started:
+        raise ConfigError("name", f"no sweep {cfg.name!r} in {storage.uri} to resume")
+    if started and not storage.exists(*record):
+        raise ConfigError("name", f"{storage.uri_of('tune', cfg.name)} exists but was not written by this sweep; "
+                          "choose another name (--name) or storage")
+    if started:
+        print(f"== {cfg.name}: continuing the sweep found in {storage.uri}", flush=True)
+    storage.write_bytes(config.encode(), *record)
+    return started
 
 
 def search(cfg: SweepConfig, storage: Storage, teacher_paths: dict[str, str], resume: bool) -> None:

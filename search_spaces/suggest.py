@@ -1,6 +1,7 @@
 """Turn a YAML option into an Optuna suggestion: a list is a categorical choice, a mapping with
 low/high a range (int when both ends are ints; `log: true` for a log scale), anything else a fixed
-value (returned as is, not suggested). Spaces call only `trial.suggest_*` (style.md R14)."""
+value (returned as is, not suggested). A value that is itself a list is fixed by giving it as the
+only choice: `milestones: [[215, 260, 285]]`. Spaces call only `trial.suggest_*` (style.md R14)."""
 from __future__ import annotations
 
 from typing import Any

@@ -226,6 +226,18 @@ def test_channels_last_matches_contiguous(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_bf16_autocast_close_to_fp32(name: str) -> None:
+    """The GPU path's bf16 autocast, checked on the CPU's bf16 kernels: finite, close logits."""
+    model, x = _real(name), _input(name)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(x.contiguous(memory_format=torch.channels_last))
+    reference = _reference(name)[1]
+    assert logits.shape == reference.shape and torch.isfinite(logits.float()).all()
+    scale = reference.abs().max().clamp(min=1.0)
+    assert (logits.float() - reference).abs().max() <= 0.25 * scale  # bf16 over 50+ layers: ~0.1
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_spec_rebuilds_same_architecture(name: str) -> None:
     """spec + data_cfg through the JSON sidecar rebuild the same module tree (meta: any size)."""
     model = _meta(name)

@@ -9,7 +9,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from orchestrator import sweep as sweep_entry
 from orchestrator.cli import run_cli
-from orchestrator.reporting import build_report
 from orchestrator.results import ResultsStore
 from orchestrator.storage import Storage
 from orchestrator.sweep_config import load_sweep_config
@@ -68,15 +67,27 @@ def test_tensorboard_run_per_trial_with_hparams(finished_sweep):
         assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")
 
 
-def test_rerun_without_resume_refuses_and_resume_adds_nothing(finished_sweep, capsys):
+def test_same_config_continues_and_a_different_one_is_refused(finished_sweep, capsys):
     cfg, path, storage = finished_sweep
     store = ResultsStore(storage)
-    before = {r["key"]: r["written_at"] for r in store.read()}
-    assert run_cli(sweep_entry.main, ["--config", str(path)]) == 2
-    assert "already exists" in capsys.readouterr().err
-    assert {r["key"]: r["written_at"] for r in store.read()} == before
-    run_sweep(cfg, resume=True)
-    after = store.read()
-    assert {r["key"] for r in after} == set(before)
+    before = {r["key"] for r in store.read()}
+    trial_files = sorted(p.name for p in storage.local("results").iterdir())
+    changed = path.with_name("changed.yaml")
+    raw = yaml.safe_load(path.read_text())
+    raw["search"]["num_samples"] = 3
+    changed.write_text(yaml.safe_dump(raw))
+    assert run_cli(sweep_entry.main, ["--config", str(changed)]) == 2
+    assert "a different sweep named 'tiny'" in capsys.readouterr().err
+    assert sorted(p.name for p in storage.local("results").iterdir()) == trial_files
+    assert run_cli(sweep_entry.main, ["--config", str(path), "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "continuing the sweep" in out and "teacher:t_at" in out
+    assert {r["key"] for r in store.read()} == before
     assert len(store.read(kind="trial", sweep="tiny")) == 2
-    assert "teacher:t_at" in build_report(storage, "tiny")
+
+
+def test_resume_of_an_unknown_sweep_is_refused(tmp_path, capsys):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_sweep(str(tmp_path / "store"), name="never")))
+    assert run_cli(sweep_entry.main, ["--config", str(path), "--resume"]) == 2
+    assert "no sweep 'never'" in capsys.readouterr().err

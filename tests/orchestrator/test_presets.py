@@ -1,0 +1,48 @@
+"""Every preset validates (architectures, methods, teachers, options, the student of every sampled
+trial built on the meta device); the paper presets against tiny CIFAR folders in the real format."""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from orchestrator.sweep_config import load_sweep_config, sample_trials, validate
+from search_spaces import preset_names, preset_path
+
+
+def write_cifar(root, n: int = 40) -> None:
+    rng = np.random.default_rng(0)
+    c10 = root / "cifar-10-batches-py"
+    c10.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        data = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": [int(v) for v in rng.integers(0, 10, n)]}
+        (c10 / name).write_bytes(pickle.dumps(data, protocol=2))
+    c100 = root / "cifar-100-python"
+    c100.mkdir()
+    for name in ("train", "test"):
+        data = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"fine_labels": [int(v) for v in rng.integers(0, 100, n)]}
+        (c100 / name).write_bytes(pickle.dumps(data, protocol=2))
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_preset_validates(name, tmp_path):
+    overrides = {}
+    if name != "demo":
+        write_cifar(tmp_path)
+        overrides = {"data": {"root": str(tmp_path), "val_size": 20}}
+    cfg = load_sweep_config(str(preset_path(name)), overrides)
+    validate(cfg)
+    samples = sample_trials(cfg, 12)
+    teachers = {t.name for t in cfg.teachers}
+    assert all(set(s["teacher_names"]) <= teachers for s in samples)
+    if cfg.search.points:
+        assert cfg.search.num_samples >= len(cfg.search.points)
+
+
+def test_demo_is_small_and_heterogeneous():
+    cfg = load_sweep_config(str(preset_path("demo")))
+    assert cfg.data.name == "digits" and 6 <= cfg.search.num_samples <= 8
+    archs = {t.train.model.arch for t in cfg.teachers}
+    methods = {t.train.method["name"] for t in cfg.teachers}
+    assert archs == {"small_cnn", "vit_tiny"} and methods == {"pgd_at", "natural"}
