@@ -33,9 +33,8 @@ def median_seconds(fn: Callable[[], object], device: torch.device, repeats: int 
 
 
 def print_table(title: str, rows: list[tuple[str, float, str]], baseline: str) -> None:
-    """rows: (name, seconds, extra). Ratios are baseline time / row time (> 1: faster)."""
+    """rows: (name, seconds, extra). The ratio is baseline time / row time (> 1: faster than baseline)."""
     base = dict((name, sec) for name, sec, _ in rows)[baseline]
-    print(f"\n{title}")
-    print(f"{'':<44}{'seconds':>10}{'speed-up vs ' + baseline:>28}  notes")
+    print(f"\n{title}\n{'':<40}{'seconds':>10}  {'vs baseline':>11}  notes (baseline: {baseline})")
     for name, sec, extra in rows:
-        print(f"{name:<44}{sec:>10.4f}{base / sec:>28.2f}x  {extra}")
+        print(f"{name:<40}{sec:>10.4f}  {base / sec:>10.2f}x  {extra}")

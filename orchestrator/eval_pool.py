@@ -117,20 +117,35 @@ def run_local(tasks: Iterable[EvalTask], device: torch.device | None = None) -> 
         yield task, run_task(task, cache)
 
 
+class EvalPool:
+    """`actors` evaluation actors kept alive across calls of `run` (a context manager)."""
+
+    def __init__(self, actors: int, *, cpus_per_actor: float = 1.0, gpus_per_actor: float = 0.0,
+                 retries: int = 2) -> None:
+        options = {"num_cpus": cpus_per_actor, "num_gpus": gpus_per_actor, "max_restarts": retries,
+                   "max_task_retries": retries}
+        self.actors = [EvalActor.options(**options).remote(int(cpus_per_actor)) for _ in range(max(1, actors))]
+        self.retries = retries
+
+    def run(self, tasks: list[EvalTask]) -> Iterator[tuple[EvalTask, dict[str, Any]]]:
+        """Yields (task, result) as tasks finish; a failed task (or a dead actor) is retried by Ray."""
+        ordered = sorted(tasks, key=lambda t: (t.checkpoint, t.start))  # cache hits within an actor
+        by_key = {t.key: t for t in ordered}
+        submit: Callable[[Any, EvalTask], Any] = lambda actor, task: actor.run.options(  # noqa: E731
+            retry_exceptions=self.retries > 0).remote(task)
+        for result in ActorPool(self.actors).map_unordered(submit, ordered):
+            yield by_key[result["key"]], result
+
+    def __enter__(self) -> "EvalPool":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for actor in self.actors:
+            ray.kill(actor)
+
+
 def run_pool(tasks: list[EvalTask], *, actors: int, cpus_per_actor: float = 1.0, gpus_per_actor: float = 0.0,
              retries: int = 2) -> Iterator[tuple[EvalTask, dict[str, Any]]]:
-    """Run tasks on `actors` actors; yields (task, result) as they finish. A failed task (or a dead
-    actor) is retried `retries` times by Ray."""
-    options = {"num_cpus": cpus_per_actor, "num_gpus": gpus_per_actor, "max_restarts": retries,
-               "max_task_retries": retries}
-    pool_actors = [EvalActor.options(**options).remote(int(cpus_per_actor)) for _ in range(max(1, actors))]
-    ordered = sorted(tasks, key=lambda t: (t.checkpoint, t.start))  # cache hits within an actor
-    pool = ActorPool(pool_actors)
-    submit: Callable[[Any, EvalTask], Any] = lambda actor, task: actor.run.options(retry_exceptions=retries > 0).remote(task)
-    by_key = {t.key: t for t in ordered}
-    try:
-        for result in pool.map_unordered(submit, ordered):
-            yield by_key[result["key"]], result
-    finally:
-        for actor in pool_actors:
-            ray.kill(actor)
+    """Run tasks on a fresh pool of `actors` actors; yields (task, result) as they finish."""
+    with EvalPool(actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, retries=retries) as pool:
+        yield from pool.run(tasks)

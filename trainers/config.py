@@ -23,8 +23,9 @@ class DataConfig:
     """Folder holding the dataset's standard on-disk layout (not needed for digits/synthetic)."""
     val_size: int | None = None
     """Validation examples held out from train for model selection (None: dataset default)."""
-    split_seed: int = 0
-    """Seed of the validation carve (kept separate from the training seed)."""
+    split_seed: int | None = None
+    """Seed of the validation carve, kept separate from the training seed (None: the dataset's
+    default, 0)."""
     options: dict[str, Any] = field(default_factory=dict)
     """Extra dataset arguments (e.g. synthetic sizes)."""
     batch_size: int = 128
