@@ -10,6 +10,7 @@ stop on a non-finite loss, and once per epoch to report.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from trainers.callbacks import Callback, FitResult
-from trainers.checkpoint import load_model, model_sidecar, write_checkpoint
+from trainers.checkpoint import model_sidecar, read_tensors, write_checkpoint
 from trainers.config import TrainConfig
 from trainers.configs import ConfigError, config_hash, to_dict
 from trainers.data import Dataset, DatasetInfo, DeviceLoader, load_dataset
@@ -63,11 +64,12 @@ def fit(cfg: TrainConfig, *, callbacks: Sequence[Callback] = (), resume_from: st
     run = setup(cfg, device)
     out = Path(cfg.output_dir)
     history: list[dict[str, Any]] = []
-    start, best_score = 0, -math.inf
+    start, best_score, best_state = 0, -math.inf, None
     if resume_from is not None:
         state = load_training_checkpoint(resume_from, run.model, run.optimizer, run.device)
         run.method.load_state_dict(state["method"])
         start, best_score, history = state["epoch"] + 1, state["best_score"], state["history"]
+        best_state = read_tensors(Path(resume_from).parent / "best", "model")
     loader = DeviceLoader(run.data.train, batch_size=cfg.data.batch_size, device=run.device, shuffle=True,
                           crop_padding=run.data.info.crop_padding if cfg.data.augment else 0,
                           flip=run.data.info.flip and cfg.data.augment, drop_last=True, rank=run.dist.rank,
@@ -85,6 +87,8 @@ def fit(cfg: TrainConfig, *, callbacks: Sequence[Callback] = (), resume_from: st
         best = record if record["is_best"] else next(r for r in reversed(history) if r["is_best"])
         record.update({f"best_val_{k}": best[f"val_{k}"] for k in ("clean", "pgd", "w_robust")})
         history.append(record)
+        if record["is_best"]:  # every rank keeps it: the final test evaluation is sharded over ranks
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()}
         last = None
         if run.dist.is_main:
             sidecar = _sidecar(run, record)
@@ -96,8 +100,8 @@ def fit(cfg: TrainConfig, *, callbacks: Sequence[Callback] = (), resume_from: st
             cb.on_epoch_end(epoch, record, last)
     result = FitResult(history=history, final=dict(history[-1]) if history else {},
                        last_dir=out / "last", best_dir=out / "best")
-    if cfg.validation.test_at_end:
-        result.final.update(_test(run, out))
+    if cfg.validation.test_at_end and best_state is not None:
+        result.final.update(_test(run, best_state))
     for cb in callbacks:
         cb.on_fit_end(result)
     return result
@@ -211,12 +215,12 @@ def _validate(run: Run, split: Any, model: nn.Module | None = None) -> dict[str,
                               max_examples=v.max_examples, seed=run.cfg.seed)
 
 
-def _test(run: Run, out: Path) -> dict[str, float]:
-    """Test-split clean/PGD of the best-on-validation and the last checkpoint (never used to select)."""
-    result = {}
-    for tag, prefix in (("best", "test_"), ("last", "test_last_")):
-        model, _ = load_model(out / tag, device=run.device)
-        result.update({prefix + k: v for k, v in _validate(run, run.data.test, model).items()})
+def _test(run: Run, best_state: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Test-split clean/PGD of the best-on-validation and the last weights (never used to select)."""
+    best = copy.deepcopy(run.model)
+    best.load_state_dict(best_state)
+    result = {"test_" + k: v for k, v in _validate(run, run.data.test, best).items()}
+    result.update({"test_last_" + k: v for k, v in _validate(run, run.data.test, run.model).items()})
     return result
 
 
