@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 import ray
 import yaml
@@ -22,6 +23,18 @@ from tiny import tiny_sweep
 pytestmark = pytest.mark.timeout(900)
 
 
+def kill_new_processes(existing: set[int]) -> None:
+    """SIGKILL every process started since `existing` was taken, except this one."""
+    me = os.getpid()
+    victims = [p for p in psutil.process_iter() if p.pid not in existing and p.pid != me]
+    for proc in victims:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(victims, timeout=30)
+
+
 def test_killed_sweep_resumes_from_checkpoints(tmp_path):
     ray.shutdown()  # the killed driver starts its own Ray; two on one machine confuse Train's cleaner
     spec = tiny_sweep(str(tmp_path / "store"), name="killed")
@@ -30,18 +43,19 @@ def test_killed_sweep_resumes_from_checkpoints(tmp_path):
     config = tmp_path / "killed.yaml"
     config.write_text(yaml.safe_dump(spec))
     store = ResultsStore(Storage(tmp_path / "store"))
+    existing = set(psutil.pids())
     driver = subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", "--config", str(config)],
                               start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 400
-        while not any(r["epoch"] >= 1 for r in store.read(kind="epoch", sweep="killed")):
-            assert driver.poll() is None and time.time() < deadline, "the sweep never reached a second epoch"
+        while not any(r["epoch"] >= 2 for r in store.read(kind="epoch", sweep="killed")):
+            assert driver.poll() is None and time.time() < deadline, "the sweep never reached a third epoch"
             time.sleep(1)
     finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started (same session)
+        os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
+        kill_new_processes(existing)  # the Ray the driver started: some of it runs in other sessions
     killed_at = dt.datetime.now(dt.timezone.utc)
-    time.sleep(3)
     before = {r["key"]: r["written_at"] for r in store.read(kind="epoch", sweep="killed")}
     assert store.read(kind="trial", sweep="killed") == []  # killed inside the first trial
 
@@ -51,8 +65,11 @@ def test_killed_sweep_resumes_from_checkpoints(tmp_path):
     epochs = store.read(kind="epoch", sweep="killed")
     runs = {r["run"] for r in epochs}
     assert len(runs) == 2 and len(epochs) == 2 * 4
-    # The interrupted trial continued from its checkpoint: its finished epochs were not redone.
+    # The interrupted trial continued from a checkpoint, not from scratch. A hard kill can land
+    # between an epoch's checkpoint upload and Train recording it, so the newest epoch may be
+    # redone (ray.md section 7); its row is then replaced under the same key, never duplicated.
+    assert len(before) >= 3 and all(written < killed_at for written in before.values())
+    newest = max(before, key=lambda k: next(r["epoch"] for r in epochs if r["key"] == k))
     redone = [k for k, written in before.items() if next(r for r in epochs if r["key"] == k)["written_at"] != written]
-    assert len(before) >= 2 and redone == [], redone
-    assert all(written < killed_at for written in before.values())
+    assert set(redone) <= {newest}, redone
     ray.shutdown()
