@@ -2,7 +2,6 @@
 from checkpoint paths; the final run folder lands in `<storage>/runs/<name>/`."""
 from __future__ import annotations
 
-import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,11 +50,5 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
         raise RuntimeError(f"distillation {cfg.name} failed: {result.error}")
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = fetch_artifacts(result, Path(tmp))
-        if storage.is_local:
-            dest = storage.local("runs", cfg.name)
-            if dest.exists():
-                shutil.rmtree(dest)
-            shutil.copytree(artifacts, dest)
-        else:
-            storage.upload_dir(artifacts, "runs", cfg.name)
+        storage.replace_dir(artifacts, "runs", cfg.name)
     return {**result.metrics, "path": storage.uri_of("runs", cfg.name)}

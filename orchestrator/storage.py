@@ -66,6 +66,12 @@ class Storage:
                         destination_filesystem=self.fs)
         return dest
 
+    def replace_dir(self, local: Path, *parts: str) -> str:
+        """Upload a folder in place of whatever the destination held (no stale files left)."""
+        if self.exists(*parts):
+            self.fs.delete_dir(self.path(*parts))
+        return self.upload_dir(local, *parts)
+
     def download_dir(self, local: Path, *parts: str) -> Path:
         Path(local).mkdir(parents=True, exist_ok=True)
         pafs.copy_files(self.path(*parts), str(Path(local).resolve()), source_filesystem=self.fs,

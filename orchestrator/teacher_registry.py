@@ -4,7 +4,6 @@ validation and test clean / PGD accuracy). A spec already registered is never re
 forced; distillation configs refer to teachers by registry name or by checkpoint path."""
 from __future__ import annotations
 
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,13 +47,7 @@ class TeacherRegistry:
     def register(self, spec: TeacherSpec, artifacts: Path, final: dict[str, Any]) -> dict[str, Any]:
         """Publish a finished run folder (best/, last/) and its index row."""
         for tag in ("best", "last"):
-            if self.storage.is_local:
-                dest = self.storage.local("teachers", spec.hash, tag)
-                if dest.exists():
-                    shutil.rmtree(dest)
-                shutil.copytree(artifacts / tag, dest)
-            else:
-                self.storage.upload_dir(artifacts / tag, "teachers", spec.hash, tag)
+            self.storage.replace_dir(artifacts / tag, "teachers", spec.hash, tag)
         cfg = spec.train
         metrics = {"name": spec.name, "arch": cfg.model.arch, "method": cfg.method.get("name"),
                    "profile": cfg.method.get("profile", "paper"), "dataset": cfg.data.name, "seed": cfg.seed,

@@ -25,7 +25,7 @@ from trainers.callbacks import Callback, FitResult
 from trainers.checkpoint import model_sidecar, read_tensors, write_checkpoint
 from trainers.config import TrainConfig
 from trainers.configs import ConfigError, config_hash, to_dict
-from trainers.data import Dataset, DatasetInfo, DeviceLoader, load_dataset
+from trainers.data import Dataset, DatasetInfo, DeviceLoader
 from trainers.distributed import DistInfo, all_reduce_max, all_reduce_sum, derive_seed, dist_info
 from trainers.evaluation import evaluate_clean_pgd
 from trainers.methods import Method, MethodContext, MethodDef, StepInfo, parse_method

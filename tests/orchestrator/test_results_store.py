@@ -51,3 +51,15 @@ def test_masks_round_trip_for_any_length():
 def test_file_uri_and_plain_path_are_the_same_store(tmp_path):
     ResultsStore(Storage(f"file://{tmp_path}")).append([{"key": "k", "kind": "trial"}])
     assert ResultsStore(Storage(tmp_path)).keys() == {"k"}
+
+
+def test_replace_dir_leaves_no_stale_files(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    (old / "sub").mkdir(parents=True)
+    (old / "sub" / "stale.bin").write_bytes(b"x")
+    new.mkdir()
+    (new / "model.json").write_text("{}")
+    storage = Storage(f"file://{tmp_path / 'store'}")
+    storage.replace_dir(old, "runs", "a")
+    storage.replace_dir(new, "runs", "a")
+    assert sorted(p.name for p in (tmp_path / "store" / "runs" / "a").rglob("*")) == ["model.json"]
