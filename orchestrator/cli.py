@@ -5,6 +5,8 @@ import argparse
 import sys
 from typing import Callable, NoReturn, Sequence
 
+from orchestrator.ray_env import show_ray_output
+
 from trainers.checkpoint import CheckpointError
 from trainers.configs import ConfigError
 from trainers.data import DatasetError
@@ -18,6 +20,14 @@ class UsageError(ValueError):
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message}")
+
+    def parse_ray_args(self, argv: Sequence[str] | None) -> argparse.Namespace:
+        """parse_args for entry points that start Ray: --verbose decides what Ray may print."""
+        self.add_argument("--verbose", action="store_true",
+                          help="also show what Ray's processes print (per-epoch lines, Ray's warnings)")
+        args = self.parse_args(argv)
+        show_ray_output(args.verbose)
+        return args
 
 
 USER_ERRORS = (ConfigError, DatasetError, CheckpointError, UnknownNameError, UsageError)

@@ -17,7 +17,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = Parser(prog="orchestrator.distill", description=__doc__.splitlines()[2])
     parser.add_argument("--config", required=True, help="YAML: name, storage, resources, train")
     parser.add_argument("--storage", help="override the config's storage URI")
-    args = parser.parse_args(argv)
+    args = parser.parse_ray_args(argv)
     raw = load_yaml(args.config)
     if args.storage:
         raw["storage"] = args.storage

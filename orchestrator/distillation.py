@@ -9,10 +9,10 @@ from typing import Any
 
 from orchestrator.ray_env import check_fits, init_ray
 from orchestrator.ray_train import Resources, fetch_artifacts, run_training
-from orchestrator.storage import Storage
+from orchestrator.storage import Storage, resolve_storage
 from orchestrator.teacher_registry import TeacherRegistry
 from trainers import TrainConfig
-from trainers.configs import ConfigError, check, config_hash, to_dict
+from trainers.configs import ConfigError, check, config_hash, resolve_fields, to_dict
 from trainers.loop import preflight
 
 
@@ -27,6 +27,7 @@ class DistillConfig:
     """The training config; `teachers` may name registry teachers instead of paths."""
 
     def __post_init__(self) -> None:
+        resolve_fields(self, storage=resolve_storage)
         check(bool(self.name) and "/" not in self.name, "name", f"must be a non-empty name without '/', got {self.name!r}")
 
 

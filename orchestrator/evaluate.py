@@ -17,7 +17,7 @@ from orchestrator.results import ResultsStore
 from orchestrator.storage import Storage
 from orchestrator.teacher_registry import TeacherRegistry, localize
 from trainers.checkpoint import checkpoint_dir, read_document
-from trainers.configs import ConfigError
+from trainers.configs import ConfigError, absolute_path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--local", action="store_true", help="run in this process instead of the actor pool")
     p.add_argument("--trials", type=int, default=0, help="repeated trials (DARHT: 30) with a Mann-Whitney test")
     p.add_argument("--trial-size", type=int, default=1000, help="points per trial (DARHT: 1000)")
-    args = p.parse_args(argv)
+    args = p.parse_ray_args(argv)
     storage = Storage(args.storage)
     registry = TeacherRegistry(storage)
     targets = [Target(registry.resolve(ref), "/".join(Path(ref).parts[-2:]) if Path(ref).exists() else ref)
@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     datasets = {read_document(checkpoint_dir(localize(t.path)), "model").get("dataset") for t in targets}
     if len(datasets) != 1:
         raise ConfigError("checkpoints", f"checkpoints are for different datasets {sorted(map(str, datasets))}")
-    data = {"name": datasets.pop(), **({"root": args.root} if args.root else {})}
+    data = {"name": datasets.pop(), **({"root": absolute_path(args.root)} if args.root else {})}
     tasks = plan(targets, data=data, split=args.split, specs=load_suite(args.suite), shard_size=args.shard_size,
                  seed=args.seed, batch_size=args.batch_size, eps=args.eps)
     store = ResultsStore(storage)

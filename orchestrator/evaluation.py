@@ -7,7 +7,6 @@ clean, robust and W-Robust per attack, and the per-point worst case over the sui
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -18,6 +17,7 @@ import yaml
 from attacks import AttackSpec
 from attacks.autoattack import VERSION as AUTOATTACK_VERSION
 from attacks.metrics import count, mann_whitney, trial_indices, w_robust, w_robust_per_trial, worst_case
+from orchestrator import console
 from orchestrator.eval_pool import EvalTask, run_local, run_pool
 from orchestrator.ray_env import init_ray
 from orchestrator.results import ResultsStore, unpack_mask
@@ -84,9 +84,11 @@ def plan(targets: list[Target], *, data: dict[str, Any], split: str, specs: list
 
 
 def execute(tasks: list[EvalTask], store: ResultsStore, *, sweep: str, actors: int = 1, cpus_per_actor: float = 1.0,
-            gpus_per_actor: float = 0.0, local: bool = False, progress: bool = True) -> int:
+            gpus_per_actor: float = 0.0, local: bool = False) -> int:
     """Run the tasks whose rows are not in the store yet; returns how many ran."""
-    store.append([{"key": f"plan/{sweep}", "kind": "plan", "sweep": sweep, "metrics": {"tasks": plan_entries(tasks)}}])
+    threat = {"dataset": tasks[0].data["name"], "split": tasks[0].split, "eps": tasks[0].spec.params["eps"]} if tasks else {}
+    store.append([{"key": f"plan/{sweep}", "kind": "plan", "sweep": sweep,
+                   "metrics": {"tasks": plan_entries(tasks), **threat}}])
     done = store.keys(kind="eval")
     pending = [t for t in tasks if t.key not in done]  # a clean row lands with its shard's first attack row
     if not pending:
@@ -95,17 +97,17 @@ def execute(tasks: list[EvalTask], store: ResultsStore, *, sweep: str, actors: i
         init_ray()
     results: Iterable = run_local(pending) if local else run_pool(
         pending, actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor)
-    for i, (task, res) in enumerate(results, 1):
-        rows = [_row(task, res, sweep)]
-        if task.clean_key not in done:
-            done.add(task.clean_key)
-            rows.append({**rows[0], "key": task.clean_key, "attack": "clean", "attack_params": {},
-                         "correct": res["clean_correct"], "mask": res["clean"]})
-        store.append(rows)
-        if progress:
-            bar = "#" * (20 * i // len(pending))
-            print(f"\r[{bar:<20}] {i}/{len(pending)} tasks  {task.run} {task.spec.display} shard {task.shard}"
-                  f" ({res['seconds']:.1f}s)", end="" if i < len(pending) else "\n", file=sys.stderr, flush=True)
+    with console.progress(len(pending), "evaluation", "tasks") as bar:
+        for task, res in results:
+            rows = [_row(task, res, sweep)]
+            if task.clean_key not in done:
+                done.add(task.clean_key)
+                rows.append({**rows[0], "key": task.clean_key, "attack": "clean", "attack_params": {},
+                             "correct": res["clean_correct"], "mask": res["clean"]})
+            store.append(rows)
+            bar.set_postfix_str(f"{task.run} {task.spec.display} shard {task.shard} ({res['seconds']:.1f} s)",
+                                refresh=False)
+            bar.update(1)
     return len(pending)
 
 

@@ -18,7 +18,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="retrain teachers already in the registry")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="only these teachers")
     parser.add_argument("--storage", help="override the config's storage URI")
-    args = parser.parse_args(argv)
+    args = parser.parse_ray_args(argv)
     raw = load_yaml(args.config)
     if args.storage:
         raw["storage"] = args.storage

@@ -3,18 +3,20 @@ at once as the cluster fits; finished teachers are published to the registry."""
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import ray
 
+from orchestrator.console import progress, say, teacher_line
 from orchestrator.ray_env import check_fits, init_ray
 from orchestrator.ray_train import Resources, fetch_artifacts, run_training
-from orchestrator.storage import Storage
+from orchestrator.storage import Storage, resolve_storage
 from orchestrator.teacher_registry import TeacherRegistry, TeacherSpec, localize
 from trainers.checkpoint import checkpoint_dir, read_document
-from trainers.configs import ConfigError, check
+from trainers.configs import ConfigError, check, resolve_fields
 from trainers.loop import preflight
 
 
@@ -28,6 +30,7 @@ class PretrainConfig:
     teachers: tuple[TeacherSpec, ...] = ()
 
     def __post_init__(self) -> None:
+        resolve_fields(self, storage=resolve_storage)
         names = [t.name for t in self.teachers]
         dup = sorted({n for n in names if names.count(n) > 1})
         check(not dup, "teachers", f"duplicate teacher names {dup}")
@@ -50,6 +53,22 @@ def train_teacher(spec: TeacherSpec, storage_uri: str, resources: Resources, for
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = fetch_artifacts(result, Path(tmp))
         return TeacherRegistry(storage).register(spec, artifacts, result.metrics)
+
+
+def _train_all(pending: list[TeacherSpec], storage: Storage, cfg: PretrainConfig, force: bool) -> None:
+    """Train the teachers as Ray tasks (each a Ray Train job), as many at once as the cluster fits."""
+    parallel = check_fits("resources", cfg.resources.per_worker(), cfg.resources.num_workers, cfg.autoscaling)
+    task = ray.remote(num_cpus=0)(train_teacher)
+    started = time.time()
+    waiting = [task.remote(spec, storage.uri, cfg.resources, force) for spec in pending[:parallel]]
+    queue = pending[parallel:]
+    with progress(len(pending), "teachers", "trained") as bar:
+        while waiting:
+            (ref,), waiting = ray.wait(waiting, num_returns=1)
+            say(teacher_line(ray.get(ref)["metrics"], f"trained ({time.time() - started:.0f} s)"))
+            bar.update(1)
+            if queue:
+                waiting.append(task.remote(queue.pop(0), storage.uri, cfg.resources, force))
 
 
 def pretrain(cfg: PretrainConfig, *, force: bool = False, only: list[str] | None = None) -> list[dict[str, Any]]:
@@ -75,23 +94,9 @@ def pretrain(cfg: PretrainConfig, *, force: bool = False, only: list[str] | None
     pending = [s for s in specs if force or registry.lookup(s) is None]
     for spec in specs:
         if spec not in pending:
-            print(f"teacher {spec.name}: already in the registry ({spec.hash}), not retrained", flush=True)
+            say(teacher_line(registry.lookup(spec)["metrics"], "in the registry, not retrained"))
     if pending:
         init_ray()
-        parallel = check_fits("resources", cfg.resources.per_worker(), cfg.resources.num_workers, cfg.autoscaling)
-        task = ray.remote(num_cpus=0)(train_teacher)
-        waiting = [(spec, task.remote(spec, storage.uri, cfg.resources, force)) for spec in pending[:parallel]]
-        queue = pending[parallel:]
-        while waiting:
-            done, _ = ray.wait([ref for _, ref in waiting], num_returns=1)
-            spec = next(s for s, ref in waiting if ref == done[0])
-            waiting = [(s, r) for s, r in waiting if r != done[0]]
-            row = ray.get(done[0])
-            print(f"teacher {spec.name}: registered ({row['key']}) val clean {row['metrics'].get('val_clean', float('nan')):.2%} "
-                  f"test clean {row['metrics'].get('test_clean', float('nan')):.2%} pgd {row['metrics'].get('test_pgd', float('nan')):.2%}",
-                  flush=True)
-            if queue:
-                nxt = queue.pop(0)
-                waiting.append((nxt, task.remote(nxt, storage.uri, cfg.resources, force)))
+        _train_all(pending, storage, cfg, force)
     return [{"key": s.name, "metrics": {"name": s.name, "path": s.checkpoint}} for s in external] + [
         registry.lookup(s) for s in specs]

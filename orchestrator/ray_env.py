@@ -1,8 +1,12 @@
 """Connecting to Ray: inside `ray job submit` (RAY_ADDRESS set) or next to a `ray start` cluster
 `ray.init()` attaches; otherwise it starts an embedded local Ray. An already initialized Ray
-(tests, notebooks) is reused."""
+(tests, notebooks) is reused.
+
+The console shows the project's own progress (orchestrator.console); what Ray's processes print
+goes to Ray's log files, whose folder is printed once (`--verbose` forwards it to the console)."""
 from __future__ import annotations
 
+import logging
 import math
 import os
 
@@ -12,8 +16,17 @@ from trainers.configs import ConfigError
 
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 # Train's controller polls its workers at this interval; the 2 s default adds seconds to every
-# short run (ray.md section 1). Inherited by the processes of a Ray started here.
+# short run. Inherited by the processes of a Ray started here.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+# Tune's console reporter (experiment box, results tables); the sweep prints its own progress.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# The raylet warns when the worker processes started exceed 4x this number (default: the CPU
+# count). A sweep legitimately runs trial drivers, Train controllers, workers and evaluation
+# actors side by side, so on a 2-core machine the warning is noise.
+os.environ.setdefault("RAY_worker_maximum_startup_concurrency", "16")
+# A new local Ray turns token authentication on (kept) and logs a warning saying so (dropped).
+logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+    lambda record: not record.getMessage().startswith("Token authentication is enabled"))
 
 
 def driver_resources() -> dict[str, float]:
@@ -22,9 +35,21 @@ def driver_resources() -> dict[str, float]:
     return {"train_driver": 0.01} if ray.cluster_resources().get("train_driver") else {"cpu": 0.01}
 
 
+_console = {"ray_output": False}
+
+
+def show_ray_output(show: bool) -> None:
+    """Whether a Ray started later forwards its processes' output (per-epoch lines of every
+    training run, Ray's own warnings) to this console; entry points set it from --verbose."""
+    _console["ray_output"] = show
+
+
 def init_ray() -> None:
-    if not ray.is_initialized():
-        ray.init(log_to_driver=True, configure_logging=True, logging_level="WARNING")
+    """Start or attach to Ray once per process."""
+    if ray.is_initialized():
+        return
+    context = ray.init(log_to_driver=_console["ray_output"], configure_logging=True, logging_level="WARNING")
+    print(f"Ray logs: {context.address_info['session_dir']}/logs", flush=True)
 
 
 def check_fits(field: str, per_worker: dict[str, float], workers: int, autoscaling: bool) -> int:

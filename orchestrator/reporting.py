@@ -1,6 +1,7 @@
-"""The sweep report, rebuilt from the results store alone: a paper-style table (clean, robust and
-W-Robust per attack, per-point worst case) for the evaluated trials and baselines, the table of
-all trials, Markdown + CSV files, two figures, and the TensorBoard command."""
+"""The sweep report, rebuilt from the results store alone: the threat model, a paper-style table
+(clean, robust and W-Robust per attack, per-point worst case) for the evaluated trials and
+baselines, the sweep's teachers, the table of all trials, Markdown + CSV files, two figures, and
+the TensorBoard command."""
 from __future__ import annotations
 
 import csv
@@ -12,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from orchestrator.console import percent  # noqa: E402
 from orchestrator.evaluation import read_summary  # noqa: E402
 from orchestrator.results import ResultsStore  # noqa: E402
 from orchestrator.storage import Storage  # noqa: E402
@@ -34,6 +36,7 @@ def build_report(storage: Storage, sweep: str) -> str:
     trial_rows = [{"trial": t["run"], "method": t["metrics"]["method"], "teachers": "+".join(t["metrics"]["teachers"]),
                    "val_clean": points[i][0], "val_pgd": points[i][1], "val_w_robust": _final(t, SINGLE_METRIC),
                    "pareto": i in front, "error": t["metrics"]["error"] or "",
+                   "stopped_early": bool(t["metrics"].get("stopped")),
                    "params": " ".join(f"{k}={v}" for k, v in sorted(t["metrics"]["params"].items()))}
                   for i, t in enumerate(trials)]
     folder = ("reports", sweep)
@@ -43,7 +46,10 @@ def build_report(storage: Storage, sweep: str) -> str:
         storage.write_bytes(_pareto_png(trial_rows), *folder, "pareto.png")
     if summary:
         storage.write_bytes(_w_robust_png(summary), *folder, "w_robust.png")
-    text = _markdown(sweep, summary, trial_rows, storage)
+    plans = store.read(kind="plan", sweep=sweep)
+    teachers = store.read(kind="teachers", sweep=sweep)
+    text = _markdown(sweep, summary, trial_rows, storage, plans[0]["metrics"] if plans else {},
+                     teachers[0]["metrics"]["teachers"] if teachers else [])
     storage.write_bytes(text.encode(), *folder, "report.md")
     return text
 
@@ -53,8 +59,34 @@ def _final(trial: dict[str, Any], key: str) -> float:
     return float(value) if value is not None else float("nan")
 
 
-def _markdown(sweep: str, summary: list[dict[str, Any]], trials: list[dict[str, Any]], storage: Storage) -> str:
-    lines = [f"# Sweep `{sweep}`", "", "## Test-split robustness of the selected trials and baselines", ""]
+DIGITS_NOTE = ("Digits (scikit-learn's 1,797 8x8 handwritten digits, eps 0.2) is the embedded demo data: it runs the "
+               "whole pipeline in minutes and shows how the methods compare at toy scale. These numbers are not "
+               "comparable with the papers' CIFAR / Tiny ImageNet results.")
+
+
+def _threat_model(plan: dict[str, Any]) -> list[str]:
+    if not plan.get("dataset"):
+        return []
+    lines = [f"Threat model: L-inf, eps = {plan['eps']:.6g} on `{plan['dataset']}` ({plan['split']} split).", ""]
+    return lines + ([DIGITS_NOTE, ""] if plan["dataset"] == "digits" else [])
+
+
+def _teachers(teachers: list[dict[str, Any]]) -> list[str]:
+    if not teachers:
+        return []
+    lines = ["## Teachers", "", "Test split, from each teacher's training run (PGD as in per-epoch validation); "
+             "teachers listed as baselines are also in the table above, under the full attack suite.", "",
+             "| teacher | architecture | method | epochs | clean | PGD |", "|---|---|---|---|---|---|"]
+    for t in teachers:
+        lines.append(f"| {t['name']} | {t.get('arch', 'external')} | {t.get('method', '-')} | {t.get('epochs', '-')} | "
+                     f"{percent(t.get('test_clean'))} | {percent(t.get('test_pgd'))} |")
+    return lines + [""]
+
+
+def _markdown(sweep: str, summary: list[dict[str, Any]], trials: list[dict[str, Any]], storage: Storage,
+              plan: dict[str, Any], teachers: list[dict[str, Any]]) -> str:
+    lines = [f"# Sweep `{sweep}`", "", *_threat_model(plan),
+             "## Test-split robustness of the selected trials and baselines", ""]
     attacks = list(dict.fromkeys(a for e in summary for a in e["attacks"]))
     lines += ["| run | clean | " + " | ".join(f"{a} robust / W-Robust" for a in attacks) + " |",
               "|---|---|" + "---|" * len(attacks)]
@@ -63,10 +95,10 @@ def _markdown(sweep: str, summary: list[dict[str, Any]], trials: list[dict[str, 
                  for a in attacks]
         lines.append(f"| {e['run']} | {e['clean'].rate:.2%} ({e['clean'].total}) | " + " | ".join(cells) + " |")
     lines += ["", "Robust accuracy is over all test points; the worst case is per point over the suite.", "",
-              "## All trials (validation split)", "",
+              *_teachers(teachers), "## All trials (validation split)", "",
               "| trial | method | teachers | clean | PGD | W-Robust | Pareto | parameters |", "|---|---|---|---|---|---|---|---|"]
     for t in trials:
-        status = f" ({t['error'][:40]})" if t["error"] else ""
+        status = f" (failed: {t['error'][:40]})" if t["error"] else " (stopped early)" if t["stopped_early"] else ""
         lines.append(f"| {t['trial']}{status} | {t['method']} | {t['teachers']} | {t['val_clean']:.2%} | {t['val_pgd']:.2%} | "
                      f"{t['val_w_robust']:.2%} | {'yes' if t['pareto'] else ''} | {t['params']} |")
     tb = storage.uri_of("tensorboard", sweep)

@@ -2,16 +2,33 @@
 through pyarrow's filesystems (the same URI Ray uses for its storage_path)."""
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from trainers.configs import ConfigError, absolute_path
+
+# Set by Ray's job supervisor in the environment of a `ray job submit` entry point.
+SUBMITTED_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def resolve_storage(uri: str | Path) -> str:
+    """The absolute form of a storage URI given by a user (see trainers.configs.absolute_path).
+    Inside a submitted Ray job a relative path is refused: the job's working directory is a
+    temporary copy that Ray deletes, so everything written there would be lost."""
+    uri = str(uri)
+    if "://" not in uri and not os.path.isabs(os.path.expanduser(uri)) and SUBMITTED_JOB_ENV in os.environ:
+        raise ConfigError("storage", f"{uri!r} is relative to the working directory of this submitted Ray job, a "
+                          "temporary copy that Ray deletes; give --storage an absolute path on a disk every node "
+                          "mounts, or s3://... / gs://...")
+    return absolute_path(uri)
+
 
 class Storage:
     def __init__(self, uri: str | Path) -> None:
-        uri = str(uri)
-        self.uri = uri if "://" in uri else str(Path(uri).expanduser().resolve())
+        self.uri = resolve_storage(uri)
         self.fs, self.root = pafs.FileSystem.from_uri(self.uri)
         self.root = self.root.rstrip("/")
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)

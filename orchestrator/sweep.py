@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--storage", help="override the config's storage URI (local path, s3://, gs://)")
     parser.add_argument("--name", help="override the sweep name")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep of this name")
-    args = parser.parse_args(argv)
+    args = parser.parse_ray_args(argv)
     overrides = {k: v for k, v in (("storage", args.storage), ("name", args.name)) if v}
     cfg = load_sweep_config(str(preset_path(args.config)), overrides)
     run_sweep(cfg, resume=args.resume)

@@ -12,7 +12,9 @@ from orchestrator.teacher_registry import TeacherSpec
 from search_spaces import SPACES
 from trainers import TrainConfig
 from trainers.config import DataConfig
-from trainers.configs import ConfigError, check, from_dict, load_yaml, merge_dicts, to_dict
+from orchestrator.storage import resolve_storage
+from trainers.configs import (ConfigError, absolute_if_path, check, from_dict, load_yaml, merge_dicts, resolve_fields,
+                              to_dict)
 from trainers.loop import preflight
 from trainers.methods import METHODS, parse_method
 from trainers.registry import unknown_name_message
@@ -61,6 +63,7 @@ class EvalConfig:
     gpus_per_actor: float = 0.0
 
     def __post_init__(self) -> None:
+        resolve_fields(self, suite=absolute_if_path, baselines=absolute_if_path)
         check(self.top_n >= 0, "top_n", f"must be >= 0, got {self.top_n}")
         check(self.actors >= 1, "actors", f"must be >= 1, got {self.actors}")
 
@@ -88,6 +91,7 @@ class SweepConfig:
     resources: SweepResources = field(default_factory=SweepResources)
 
     def __post_init__(self) -> None:
+        resolve_fields(self, storage=resolve_storage)
         check(bool(self.name) and all(c.isalnum() or c in "-_" for c in self.name), "name",
               f"use letters, digits, '-' and '_' only, got {self.name!r}")
         names = [t.name for t in self.teachers]

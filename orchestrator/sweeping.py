@@ -1,7 +1,7 @@
 """The stages of a sweep: (1) pretrain missing teachers, (2) Ray Tune + Optuna over distillation
 trials, each a Ray Train run, (3) evaluate the best trials and baselines on the test split with
-the actor pool, (4) the report. Ray patterns: shared/reference/ray.md section 1 (Tune function
-trainables that build a TorchTrainer; never Tuner(trainer))."""
+the actor pool, (4) the report. Each trial is a Tune function trainable (the trial's driver) that
+builds a TorchTrainer and calls fit(); Ray Train V2 refuses the older Tuner(TorchTrainer) shape."""
 from __future__ import annotations
 
 import json
@@ -14,6 +14,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from orchestrator.console import TrialProgress, say, trial_label
 from orchestrator.evaluation import Target, execute, load_suite, plan
 from orchestrator.pretraining import PretrainConfig, pretrain
 from orchestrator.ray_env import check_fits, driver_resources, init_ray
@@ -34,21 +35,54 @@ def trial_driver(config: dict[str, Any], setup: dict[str, Any]) -> None:
     cfg = from_dict(SweepConfig, setup["sweep"])
     trial_id = tune.get_context().get_trial_id()
     sample = {"overrides": config["overrides"], "teacher_names": config["teacher_names"]}
-    method = sample["overrides"]["method"]["name"]
-    train = trial_config(cfg, sample, setup["teacher_paths"], name=f"{method}-{trial_id}")
+    train = trial_config(cfg, sample, setup["teacher_paths"], name=trial_label(config, trial_id))
     storage = Storage(cfg.storage)
-    params = flat_hparams({k: v for k, v in config.items() if k not in ("overrides", "teacher_names")})
-    params["teachers"] = "+".join(sample["teacher_names"])
+    params = trial_params(config)
     result = run_training(train, name=f"train-{trial_id}", storage=storage, resources=cfg.resources.trial,
                           tensorboard_dir=storage.uri_of("tensorboard", cfg.name, trial_id),
                           hparams=params, results_uri=storage.uri, sweep=cfg.name, callbacks=[TuneReportCallback()])
     checkpoint = None if result.checkpoint is None else _uri(result.checkpoint) + "/best"
-    ResultsStore(storage).append([{
-        "key": f"trial/{cfg.name}/{trial_id}", "kind": "trial", "sweep": cfg.name, "run": trial_id,
-        "metrics": {"method": method, "teachers": sample["teacher_names"], "params": params, "final": result.metrics,
-                    "checkpoint": checkpoint, "error": None if result.error is None else str(result.error)}}])
+    ResultsStore(storage).append([trial_row(cfg.name, trial_id, config, result.metrics, checkpoint,
+                                            None if result.error is None else str(result.error))])
     if result.error is not None:
         raise result.error
+
+
+def trial_params(config: dict[str, Any]) -> dict[str, Any]:
+    """A trial's sampled parameters, flat (TensorBoard HParams and the report's parameter column)."""
+    params = flat_hparams({k: v for k, v in config.items() if k not in ("overrides", "teacher_names")})
+    params["teachers"] = "+".join(config["teacher_names"])
+    return params
+
+
+def trial_row(sweep: str, trial_id: str, config: dict[str, Any], final: dict[str, Any], checkpoint: str | None,
+              error: str | None, stopped: bool = False) -> dict[str, Any]:
+    return {"key": f"trial/{sweep}/{trial_id}", "kind": "trial", "sweep": sweep, "run": trial_id,
+            "metrics": {"method": config["overrides"]["method"]["name"], "teachers": config["teacher_names"],
+                        "params": trial_params(config), "final": final, "checkpoint": checkpoint, "error": error,
+                        "stopped": stopped}}
+
+
+def finished_trials(storage_uri: str, sweep: str) -> int:
+    return len(ResultsStore(Storage(storage_uri)).keys(kind="trial", sweep=sweep))
+
+
+class StoppedTrialRows(tune.Callback):
+    """A trial the scheduler stops early (ASHA) is ended by Tune before its driver writes its row;
+    the sweep's driver writes it from the trial's last report, so the report lists every trial."""
+
+    def __init__(self, storage_uri: str, sweep: str) -> None:
+        self.storage_uri, self.sweep = storage_uri, sweep
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        store = ResultsStore(Storage(self.storage_uri))
+        if f"trial/{self.sweep}/{trial.trial_id}" in store.keys(kind="trial", sweep=self.sweep):
+            return
+        last = dict(trial.last_result or {})
+        checkpoint = last.pop("checkpoint_path", None)
+        final = {k: v for k, v in last.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        store.append([trial_row(self.sweep, trial.trial_id, trial.config, final,
+                                checkpoint and checkpoint + "/best", None, stopped=True)])
 
 
 def run_sweep(cfg: SweepConfig, *, resume: bool = False) -> list[dict[str, Any]]:
@@ -64,14 +98,16 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False) -> list[dict[str, Any]]
     check_fits("evaluation", {"CPU": e.cpus_per_actor, **({"GPU": e.gpus_per_actor} if e.gpus_per_actor else {})},
                1, res.autoscaling)
     specs = load_suite(e.suite)
-    print(f"== {cfg.name}: 1/4 teachers", flush=True)
+    say(f"== {cfg.name}: 1/4 teachers ({len(cfg.teachers)})")
     rows = pretrain(PretrainConfig(storage=cfg.storage, resources=res.pretrain, autoscaling=res.autoscaling,
                                    teachers=cfg.teachers))
-    teacher_paths = {r["metrics"]["name"]: r["metrics"]["path"] for r in rows}
-    print(f"== {cfg.name}: 2/4 search ({cfg.search.num_samples} trials)", flush=True)
-    search(cfg, storage, teacher_paths, resume)
-    print(f"== {cfg.name}: 3/4 evaluation ({e.suite} suite, test split)", flush=True)
     store = ResultsStore(storage)
+    store.append([{"key": f"teachers/{cfg.name}", "kind": "teachers", "sweep": cfg.name,
+                   "metrics": {"teachers": [r["metrics"] for r in rows]}}])
+    teacher_paths = {r["metrics"]["name"]: r["metrics"]["path"] for r in rows}
+    say(f"== {cfg.name}: 2/4 search ({cfg.search.num_samples} trials, {cfg.search.max_concurrent} at a time)")
+    search(cfg, storage, teacher_paths, resume)
+    say(f"== {cfg.name}: 3/4 evaluation ({e.suite} suite, test split)")
     targets = select_trials(store.read(kind="trial", sweep=cfg.name), cfg) + [
         Target(teacher_paths.get(b, b), f"teacher:{b}" if b in teacher_paths else b) for b in e.baselines]
     tasks = plan(targets, data=cfg.data.dataset_kwargs(), split="test", specs=specs, shard_size=e.shard_size,
@@ -97,7 +133,7 @@ def _claim(cfg: SweepConfig, storage: Storage, resume: bool) -> bool:
         raise ConfigError("name", f"{storage.uri_of('tune', cfg.name)} exists but was not written by this sweep; "
                           "choose another name (--name) or storage")
     if started:
-        print(f"== {cfg.name}: continuing the sweep found in {storage.uri}", flush=True)
+        say(f"== {cfg.name}: continuing the sweep found in {storage.uri}")
     storage.write_bytes(config.encode(), *record)
     return started
 
@@ -106,11 +142,14 @@ def search(cfg: SweepConfig, storage: Storage, teacher_paths: dict[str, str], re
     setup = {"sweep": to_dict(cfg), "teacher_paths": teacher_paths}
     trainable = tune.with_resources(tune.with_parameters(trial_driver, setup=setup), driver_resources())
     path = storage.uri_of("tune", cfg.name)
+    # A restored Tuner runs the callbacks saved with its first run: they hold no state of their own.
+    callbacks = [StoppedTrialRows(storage.uri, cfg.name),
+                 TrialProgress(cfg.search.num_samples, partial(finished_trials, storage.uri, cfg.name))]
     if resume:
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(trainable, tune_config=_tune_config(cfg), run_config=tune.RunConfig(
-            name=cfg.name, storage_path=storage.uri_of("tune"), verbose=0,
+            name=cfg.name, storage_path=storage.uri_of("tune"), verbose=0, callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=1)))
     tuner.fit()
 

@@ -12,7 +12,7 @@ from typing import Any
 from orchestrator.results import ResultsStore
 from orchestrator.storage import Storage
 from trainers import TrainConfig
-from trainers.configs import ConfigError, config_hash, to_dict
+from trainers.configs import ConfigError, absolute_path, config_hash, resolve_fields, to_dict
 
 IGNORED = ("name", "output_dir", "threads", "device")
 
@@ -25,6 +25,9 @@ class TeacherSpec:
     checkpoint: str | None = None
     """An existing checkpoint (e.g. weights imported with trainers.checkpoint.import_state_dict):
     used as is, never trained."""
+
+    def __post_init__(self) -> None:
+        resolve_fields(self, checkpoint=absolute_path)
 
     @property
     def hash(self) -> str:
@@ -60,7 +63,7 @@ class TeacherRegistry:
     def resolve(self, ref: str) -> str:
         """A checkpoint directory for a teacher given by path/URI, registry name or spec hash."""
         if "://" in ref or Path(ref).exists():
-            return ref
+            return absolute_path(ref)
         matches = [r for r in self.rows() if ref in (r["run"], r["key"])]
         if not matches:
             known = sorted({r["run"] for r in self.rows()})

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from trainers.configs import ConfigError, check, from_dict, load_yaml, merge_dicts
+from trainers.configs import (ConfigError, absolute_if_path, absolute_path, check, from_dict, load_yaml, merge_dicts,
+                              resolve_fields)
 from trainers.data import DATASETS, Dataset, load_dataset
 from trainers.models import MODELS
 from trainers.registry import unknown_name_message
@@ -42,6 +43,7 @@ class DataConfig:
         return load_dataset(**self.dataset_kwargs())
 
     def __post_init__(self) -> None:
+        resolve_fields(self, root=absolute_path)
         check(self.name in DATASETS, "name", unknown_name_message("dataset", self.name, DATASETS.names()))
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         check(self.eval_batch_size >= 1, "eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
@@ -117,7 +119,8 @@ class TrainConfig:
     method: dict[str, Any] = field(default_factory=lambda: {"name": "natural"})
     """`name`, optional `profile`, then the method's own parameters (see trainers.methods)."""
     teachers: tuple[str, ...] = ()
-    """Teacher checkpoint directories, in order (distillation methods)."""
+    """Teacher checkpoint directories, in order (distillation methods); orchestrator.distill also
+    takes registry names. Relative paths are made absolute when the config is built."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
@@ -133,6 +136,7 @@ class TrainConfig:
     """torch CPU threads (Ray workers must set this explicitly; ray.md section 8)."""
 
     def __post_init__(self) -> None:
+        resolve_fields(self, teachers=absolute_if_path)
         check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
         check(self.eps is None or 0 < self.eps <= 1, "eps",
               f"must be in (0, 1] (images are in [0, 1]; 8/255 = {8 / 255:.6f}), got {self.eps}")

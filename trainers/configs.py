@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import types
 import typing
 from pathlib import Path
@@ -42,6 +43,31 @@ def check(condition: bool, field: str, message: str) -> None:
     """Raise ConfigError(field, message) unless condition holds (for `__post_init__`)."""
     if not condition:
         raise ConfigError(field, message)
+
+
+def absolute_path(value: str) -> str:
+    """A local path made absolute against this process's working directory; URIs (s3://, gs://,
+    file://) unchanged. Configs call this when they are built, on the driver: the Ray processes
+    they are handed to run in other working directories, where a relative path means another
+    place."""
+    return value if "://" in value else os.path.abspath(os.path.expanduser(value))
+
+
+def absolute_if_path(ref: str) -> str:
+    """For fields that take a registry name or a path: a path (it has a '/' or exists here) made
+    absolute, a name unchanged."""
+    return absolute_path(ref) if "/" in ref or os.path.exists(ref) else ref
+
+
+def resolve_fields(obj: Any, **resolvers: Any) -> None:
+    """In a frozen dataclass's `__post_init__`: replace each named field by resolver(value)
+    (tuples element-wise, None left alone)."""
+    for name, resolve in resolvers.items():
+        value = getattr(obj, name)
+        if isinstance(value, tuple):
+            object.__setattr__(obj, name, tuple(resolve(v) for v in value))
+        elif value is not None:
+            object.__setattr__(obj, name, resolve(value))
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -57,13 +57,13 @@ def test_pool_equals_single_process_exactly(ray_session, trained_checkpoint):
 def test_rows_summary_and_rerun_skips_finished_shards(trained_checkpoint, tmp_path):
     store = ResultsStore(Storage(tmp_path))
     tasks = tasks_for(trained_checkpoint, load_suite("quick"))
-    assert execute(tasks, store, sweep="ev", local=True, progress=False) == len(tasks)
+    assert execute(tasks, store, sweep="ev", local=True) == len(tasks)
     rows = store.read(kind="eval")
     assert len(rows) == len(tasks) + 3  # one clean row per shard
     pgd = next(r for r in rows if r["attack"] == "PGD-10")
     assert pgd["attack_params"] == {"name": "pgd", "steps": 10, "eps": 0.2}
     assert pgd["n"] == 150 and pgd["correct"] == int(unpack_mask(pgd["mask"], 150).sum())
-    assert execute(tasks, store, sweep="ev", local=True, progress=False) == 0
+    assert execute(tasks, store, sweep="ev", local=True) == 0
     assert len(store.read(kind="eval")) == len(rows)
     summary = read_summary(store, "ev")[0]
     assert summary["clean"].total == 397
@@ -72,4 +72,4 @@ def test_rows_summary_and_rerun_skips_finished_shards(trained_checkpoint, tmp_pa
     assert worst.correct <= min(pgd_count.correct, fgsm_count.correct) <= summary["clean"].correct
     # A new attack on the same checkpoint runs only the new tasks.
     more = tasks_for(trained_checkpoint, load_suite("quick") + [AttackSpec("cw_inf", {"steps": 5}, "CW-5")])
-    assert execute(more, store, sweep="ev2", local=True, progress=False) == 3
+    assert execute(more, store, sweep="ev2", local=True) == 3

@@ -1,9 +1,13 @@
-"""A tiny sweep end to end on a private Ray: teachers pretrained, two Tune + Optuna trials (each a
-Ray Train run), evaluation on the actor pool, the report rebuilt from the store alone, TensorBoard
-events per trial; then resume and re-run semantics."""
+"""The sweep the way the README runs it: `python -m orchestrator.sweep --config tiny.yaml` as a
+subprocess whose working directory is a fresh copy of the project, with the default relative
+storage `runs`. Asserted on what the user is promised: the console (stage headers, one line per
+teacher and trial, no Ray noise), every trial in the report, the top-N students and the baselines
+evaluated on the test split, one TensorBoard run per trial, trial / epoch / final rows in the store;
+then the report rebuilt from the store alone, and resume / re-run semantics."""
 from __future__ import annotations
 
 import pytest
+import ray
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -11,79 +15,117 @@ from orchestrator import sweep as sweep_entry
 from orchestrator.cli import run_cli
 from orchestrator.results import ResultsStore
 from orchestrator.storage import Storage
-from orchestrator.sweep_config import load_sweep_config
-from orchestrator.sweeping import run_sweep
 from orchestrator.teacher_registry import TeacherRegistry
+from project_copy import RAY_NOISE, copy_project, run_entry
 from tiny import tiny_sweep
 
 pytestmark = pytest.mark.timeout(600)
+TRIALS = 2
+DIGITS_TEST_POINTS = 397
 
 
 @pytest.fixture(scope="module")
-def finished_sweep(ray_session, tmp_path_factory):
-    root = tmp_path_factory.mktemp("sweep")
-    path = root / "tiny.yaml"
-    path.write_text(yaml.safe_dump(tiny_sweep(str(root / "store"))))
-    cfg = load_sweep_config(str(path))
-    run_sweep(cfg)
-    return cfg, path, Storage(cfg.storage)
+def finished_sweep(tmp_path_factory):
+    ray.shutdown()  # the sweep starts its own Ray; two on one machine confuse Train's cleaner
+    project = copy_project(tmp_path_factory.mktemp("clone"))
+    (project / "tiny.yaml").write_text(yaml.safe_dump(tiny_sweep(None, num_samples=TRIALS)))
+    run = run_entry(project, "orchestrator.sweep", "--config", "tiny.yaml")
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    return project, run, Storage(project / "runs")
 
 
-def test_trials_teachers_and_evaluation_rows(finished_sweep):
-    cfg, _, storage = finished_sweep
+def trial_rows(storage: Storage) -> list[dict]:
+    return ResultsStore(storage).read(kind="trial", sweep="tiny")
+
+
+def test_console_shows_stages_teachers_and_trials_without_ray_noise(finished_sweep):
+    _, run, storage = finished_sweep
+    out = run.stdout
+    for stage in ("1/4 teachers", "2/4 search", "3/4 evaluation", "4/4 report"):
+        assert f"== tiny: {stage}" in out
+    assert out.count("Ray logs: ") == 1
+    assert {line.split()[1] for line in out.splitlines() if line.startswith("teacher ")} == {"t_at", "t_nat"}
+    trial_lines = [line for line in out.splitlines() if line.startswith("trial ")]
+    assert len(trial_lines) == TRIALS and all(" done " in line and "W-Robust" in line for line in trial_lines)
+    for noise in RAY_NOISE:
+        assert noise not in out + run.stderr, noise
+
+
+def test_every_trial_is_in_the_store_and_the_report(finished_sweep):
+    project, run, storage = finished_sweep
+    trials = trial_rows(storage)
+    assert len(trials) == TRIALS
     store = ResultsStore(storage)
-    trials = store.read(kind="trial", sweep="tiny")
-    assert len(trials) == 2
+    report = (project / "runs" / "reports" / "tiny" / "report.md").read_text()
     for t in trials:
+        label = f"{t['metrics']['method']}-{t['run']}"
         assert t["metrics"]["error"] is None and t["metrics"]["checkpoint"].endswith("/best")
         assert 0 <= t["metrics"]["final"]["best_val_w_robust"] <= 1
+        assert [r["epoch"] for r in store.read(kind="epoch", sweep="tiny", run=label)] == [0]
+        assert len(store.read(kind="final", sweep="tiny", run=label)) == 1
+        assert f"| {t['run']} | {t['metrics']['method']} |" in report
     assert {r["metrics"]["name"] for r in TeacherRegistry(storage).rows()} == {"t_at", "t_nat"}
-    epochs = store.read(kind="epoch", sweep="tiny")
-    assert {r["run"] for r in epochs} == {f"{t['metrics']['method']}-{t['run']}" for t in trials}
-    plan = store.read(kind="plan", sweep="tiny")[0]["metrics"]["tasks"]
-    assert {e["run"] for e in plan} == {"teacher:t_at", next(e["run"] for e in plan if e["run"] != "teacher:t_at")}
-    assert {e["attack"] for e in plan} == {"FGSM", "PGD-10"}
+    assert "## Teachers" in report and "| t_at | small_cnn | pgd_at |" in report
+    assert "not comparable with the papers'" in report and "eps = 0.2 on `digits`" in report
+    assert report in run.stdout
 
 
-def test_report_is_rebuilt_from_the_store_alone(finished_sweep, capsys):
-    cfg, _, storage = finished_sweep
-    assert run_cli(__import__("orchestrator.report", fromlist=["main"]).main,
-                   ["--sweep", "tiny", "--storage", storage.uri]) == 0
-    out = capsys.readouterr().out
-    assert "teacher:t_at" in out and "PGD-10" in out and "worst case" in out and "tensorboard --logdir" in out
-    folder = storage.local("reports", "tiny")
-    for name in ("report.md", "evaluation.csv", "trials.csv", "pareto.png", "w_robust.png"):
-        assert (folder / name).stat().st_size > 0, name
-    assert (folder / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def test_top_students_and_baselines_are_evaluated_on_all_test_points(finished_sweep):
+    _, _, storage = finished_sweep
+    store = ResultsStore(storage)
+    best = max(trial_rows(storage), key=lambda t: t["metrics"]["final"]["best_val_w_robust"])
+    student = f"{best['metrics']['method']}-{best['run']}"
+    plan = store.read(kind="plan", sweep="tiny")[0]["metrics"]
+    assert plan["dataset"] == "digits" and plan["split"] == "test" and plan["eps"] == pytest.approx(0.2)
+    assert {e["run"] for e in plan["tasks"]} == {"teacher:t_at", student}
+    evals = store.read(kind="eval", sweep="tiny")
+    for run in ("teacher:t_at", student):
+        attacks = {r["attack"]: r["n"] for r in evals if r["run"] == run}
+        assert attacks == {"clean": DIGITS_TEST_POINTS, "FGSM": DIGITS_TEST_POINTS, "PGD-10": DIGITS_TEST_POINTS}
 
 
-def test_tensorboard_run_per_trial_with_hparams(finished_sweep):
-    cfg, _, storage = finished_sweep
-    trials = ResultsStore(storage).read(kind="trial", sweep="tiny")
-    for t in trials:
-        acc = EventAccumulator(str(storage.local("tensorboard", "tiny", t["run"])))
+def test_one_tensorboard_run_per_trial_with_scalars_and_hparams(finished_sweep):
+    project, _, storage = finished_sweep
+    runs = sorted(p.name for p in (project / "runs" / "tensorboard" / "tiny").iterdir())
+    assert runs == sorted(t["run"] for t in trial_rows(storage))
+    for run in runs:
+        acc = EventAccumulator(str(project / "runs" / "tensorboard" / "tiny" / run))
         acc.Reload()
         assert {"val/w_robust", "val/clean", "val/pgd", "train/loss"} <= set(acc.Tags()["scalars"])
         assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")
 
 
-def test_same_config_continues_and_a_different_one_is_refused(finished_sweep, capsys):
-    cfg, path, storage = finished_sweep
+def test_report_is_rebuilt_from_the_store_alone(finished_sweep):
+    project, _, _ = finished_sweep
+    folder = project / "runs" / "reports" / "tiny"
+    for name in ("report.md", "evaluation.csv", "trials.csv", "pareto.png", "w_robust.png"):
+        (folder / name).unlink()
+    run = run_entry(project, "orchestrator.report", "--sweep", "tiny", timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "teacher:t_at" in run.stdout and "PGD-10" in run.stdout and "worst case" in run.stdout
+    assert f"tensorboard --logdir {project / 'runs' / 'tensorboard' / 'tiny'}" in run.stdout
+    for name in ("report.md", "evaluation.csv", "trials.csv", "pareto.png", "w_robust.png"):
+        assert (folder / name).stat().st_size > 0, name
+    assert (folder / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_same_config_continues_and_a_different_one_is_refused(finished_sweep, capsys, monkeypatch):
+    project, _, storage = finished_sweep
+    monkeypatch.chdir(project)  # the config's storage is the relative default
     store = ResultsStore(storage)
     before = {r["key"] for r in store.read()}
-    trial_files = sorted(p.name for p in storage.local("results").iterdir())
-    changed = path.with_name("changed.yaml")
-    raw = yaml.safe_load(path.read_text())
+    files = sorted(p.name for p in storage.local("results").iterdir())
+    raw = yaml.safe_load((project / "tiny.yaml").read_text())
     raw["search"]["num_samples"] = 3
-    changed.write_text(yaml.safe_dump(raw))
-    assert run_cli(sweep_entry.main, ["--config", str(changed)]) == 2
+    (project / "changed.yaml").write_text(yaml.safe_dump(raw))
+    assert run_cli(sweep_entry.main, ["--config", "changed.yaml"]) == 2
     assert "a different sweep named 'tiny'" in capsys.readouterr().err
-    assert sorted(p.name for p in storage.local("results").iterdir()) == trial_files
-    assert run_cli(sweep_entry.main, ["--config", str(path), "--resume"]) == 0
+    assert sorted(p.name for p in storage.local("results").iterdir()) == files
+    assert run_cli(sweep_entry.main, ["--config", "tiny.yaml", "--resume"]) == 0
     out = capsys.readouterr().out
-    assert "continuing the sweep" in out and "teacher:t_at" in out
+    assert "continuing the sweep" in out and "teacher:t_at" in out and "in the registry, not retrained" in out
     assert {r["key"] for r in store.read()} == before
-    assert len(store.read(kind="trial", sweep="tiny")) == 2
+    assert len(trial_rows(storage)) == TRIALS
 
 
 def test_resume_of_an_unknown_sweep_is_refused(tmp_path, capsys):

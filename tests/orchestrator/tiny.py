@@ -12,9 +12,10 @@ def tiny_train(method: dict[str, Any], epochs: int = 1, **extra: Any) -> dict[st
             "optim": {"name": "adamw", "lr": 0.003, "weight_decay": 0.0}, "data": {"batch_size": 128}, **extra}
 
 
-def tiny_sweep(storage: str, name: str = "tiny", num_samples: int = 2) -> dict[str, Any]:
+def tiny_sweep(storage: str | None, name: str = "tiny", num_samples: int = 2) -> dict[str, Any]:
+    """A two-teacher sweep of `num_samples` one-epoch trials; storage None leaves the default."""
     return {
-        "name": name, "storage": storage, "data": {"name": "digits", "batch_size": 128},
+        "name": name, **({"storage": storage} if storage else {}), "data": {"name": "digits", "batch_size": 128},
         "teachers": [{"name": "t_at", "train": tiny_train({"name": "pgd_at", "steps": 2})},
                      {"name": "t_nat", "train": tiny_train({"name": "natural"})}],
         "student": tiny_train({"name": "natural"}),
