@@ -12,7 +12,7 @@ from trainers.configs import ConfigError
 
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 # Train's controller polls its workers at this interval; the 2 s default adds seconds to every
-# short run (ray.md section 1). Inherited by the processes of a Ray started here.
+# short run. Inherited by the processes of a Ray started here.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
 

@@ -1,6 +1,6 @@
 """The stages of a sweep: (1) pretrain missing teachers, (2) Ray Tune + Optuna over distillation
 trials, each a Ray Train run, (3) evaluate the best trials and baselines on the test split with
-the actor pool, (4) the report. Ray patterns: shared/reference/ray.md section 1 (Tune function
+the actor pool, (4) the report. Ray patterns: docs/clusters.md#how-the-project-uses-ray (Tune function
 trainables that build a TorchTrainer; never Tuner(trainer))."""
 from __future__ import annotations
 
