@@ -1,5 +1,5 @@
 """The official AutoAttack code (Croce & Hein, https://arxiv.org/abs/2003.01690; PyPI
-`pyautoattack`, the files RobustBench pins) behind the project's call shape (style.md R8).
+`pyautoattack`, the files RobustBench pins) behind the project's call shape (docs/design.md#wrapping-autoattack).
 
 Never reimplemented: APGD-CE, APGD-DLR, APGD-T, FAB-T and Square run as the library's own
 classes with its standard parameters (100 APGD iterations, 9 target classes, 5000 Square queries).

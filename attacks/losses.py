@@ -1,5 +1,5 @@
 """Per-example attack losses (shape [B]): summed, never batch-averaged, so one example's value
-never changes another's step (the batch-mean trap of evaluation.md)."""
+never changes another's step (the batch-mean trap of docs/evaluation.md#known-traps)."""
 from __future__ import annotations
 
 import torch

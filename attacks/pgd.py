@@ -1,4 +1,5 @@
-"""Projected gradient ascent in the L-inf ball: the one loop every native attack runs (style.md R6).
+"""Projected gradient ascent in the L-inf ball: the one loop every native attack runs
+(docs/design.md#one-projected-gradient-loop).
 
 PGD: Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks",
 https://arxiv.org/abs/1706.06083. Distance: L-inf. Inputs and outputs are images in [0, 1].
@@ -25,7 +26,7 @@ class AttackModeError(RuntimeError):
 
 def require_eval_mode(model: nn.Module) -> None:
     """Refuse a model with any submodule in train mode (BN batch statistics and dropout would make
-    the result depend on the batch; evaluation.md, 'known traps')."""
+    the result depend on the batch; docs/evaluation.md#known-traps)."""
     if any(m.training for m in model.modules()):
         raise AttackModeError("the model (or one of its submodules) is in train mode; run attacks "
                               "inside trainers.modes.eval_mode(model)")

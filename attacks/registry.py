@@ -1,4 +1,4 @@
-"""Evaluation attacks by name, bound to parameters as an `AttackSpec` (style.md R1, R5).
+"""Evaluation attacks by name, bound to parameters as an `AttackSpec` (docs/design.md#attack-call-shape).
 
 A spec is plain data (name + params), hashable into a stable key, so results can be cached per
 (checkpoint, attack parameters, shard). `run_attack(spec, model, x, y, seed=...)` calls it with

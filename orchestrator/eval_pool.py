@@ -102,7 +102,7 @@ def run_task(task: EvalTask, cache: Cache) -> dict[str, Any]:
 @ray.remote
 class EvalActor:
     def __init__(self, threads: int) -> None:
-        torch.set_num_threads(max(1, threads))  # ray.md section 8
+        torch.set_num_threads(max(1, threads))  # Ray sets OMP_NUM_THREADS; torch may not follow
         device = torch.device("cuda") if ray.get_gpu_ids() and torch.cuda.is_available() else torch.device("cpu")
         self.cache = Cache(device)
 

@@ -1,4 +1,5 @@
-"""Ray Train glue: `trainers.fit` as the per-worker function of a TorchTrainer (style.md R13).
+"""Ray Train glue: `trainers.fit` as the per-worker function of a TorchTrainer
+(docs/design.md#ray-stays-in-orchestrator).
 
 Ray appears in marked places only: (1) the checkpoint Ray hands back on a restart becomes
 `resume_from`, (2) every epoch `ray.train.report`s the metrics with the run folder (last/ and
@@ -92,7 +93,7 @@ def train_worker(config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     rank = context.get_world_rank()
     threads = max(1, int(config["cpus_per_worker"]))
-    torch.set_num_threads(threads)  # Ray sets OMP_NUM_THREADS but torch may not follow (ray.md 8)
+    torch.set_num_threads(threads)  # Ray sets OMP_NUM_THREADS but torch may not follow
     run_dir = Path(tempfile.mkdtemp(prefix="run-"))
     cfg = from_dict(TrainConfig, config["train"])
     cfg = replace(cfg, output_dir=str(run_dir), threads=threads, teachers=tuple(localize(t) for t in cfg.teachers))

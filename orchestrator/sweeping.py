@@ -1,7 +1,8 @@
 """The stages of a sweep: (1) pretrain missing teachers, (2) Ray Tune + Optuna over distillation
 trials, each a Ray Train run, (3) evaluate the best trials and baselines on the test split with
 the actor pool, (4) the report. Each trial is a Tune function trainable (the trial's driver) that
-builds a TorchTrainer and calls fit(); Ray Train V2 refuses the older Tuner(TorchTrainer) shape."""
+builds a TorchTrainer and calls fit(); Ray Train V2 refuses the older Tuner(TorchTrainer) shape
+(docs/clusters.md#how-the-project-uses-ray)."""
 from __future__ import annotations
 
 import json

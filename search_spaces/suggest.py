@@ -1,7 +1,8 @@
 """Turn a YAML option into an Optuna suggestion: a list is a categorical choice, a mapping with
 low/high a range (int when both ends are ints; `log: true` for a log scale), anything else a fixed
 value (returned as is, not suggested). A value that is itself a list is fixed by giving it as the
-only choice: `milestones: [[215, 260, 285]]`. Spaces call only `trial.suggest_*` (style.md R14)."""
+only choice: `milestones: [[215, 260, 285]]`. Spaces call only `trial.suggest_*`
+(docs/design.md#search-spaces-only-suggest)."""
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,4 @@
-"""The training configuration: one typed, frozen dataclass per component (style.md R11).
+"""The training configuration: one typed, frozen dataclass per component (docs/design.md#configs).
 
 The same config drives teacher pretraining and distillation; `method` selects the training
 method and its profile (see trainers/methods). YAML -> `load_train_config` -> TrainConfig.
@@ -133,7 +133,7 @@ class TrainConfig:
     """None: on for GPU CNNs."""
     compile: bool = False
     threads: int | None = None
-    """torch CPU threads (Ray workers must set this explicitly; ray.md section 8)."""
+    """torch CPU threads (Ray workers must set this explicitly: torch may not follow OMP_NUM_THREADS)."""
 
     def __post_init__(self) -> None:
         resolve_fields(self, teachers=absolute_if_path)

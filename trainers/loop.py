@@ -1,4 +1,4 @@
-"""The one training loop for every method (style.md R10): config in, checkpoints and per-epoch
+"""The one training loop for every method (docs/design.md#one-training-loop): config in, checkpoints and per-epoch
 metrics out through callbacks. Runs in a plain process or as one rank of a DDP group (Ray Train
 sets that up; this file never imports Ray).
 

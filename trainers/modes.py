@@ -1,4 +1,4 @@
-"""Model-mode context managers that always restore the caller's modes (style.md R7)."""
+"""Model-mode context managers that always restore the caller's modes (docs/design.md#model-modes)."""
 from __future__ import annotations
 
 import contextlib

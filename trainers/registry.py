@@ -1,4 +1,4 @@
-"""Name -> factory registries for models, datasets and training methods (style.md R1)."""
+"""Name -> factory registries for models, datasets and training methods (docs/design.md#registries)."""
 from __future__ import annotations
 
 import difflib

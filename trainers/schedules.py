@@ -1,4 +1,4 @@
-"""Learning-rate schedules as pure functions of (epoch, step) (style.md R10)."""
+"""Learning-rate schedules as pure functions of (epoch, step) (docs/design.md#one-training-loop)."""
 from __future__ import annotations
 
 import math

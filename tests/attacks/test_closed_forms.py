@@ -479,7 +479,8 @@ def test_kl_to_target_is_zero_at_equal_distributions() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Documented defaults (methods.md section 8, FAT section 6), read off the closed forms above
+# Documented defaults (docs/evaluation.md#attacks-and-parameters, FAT:
+# docs/methods.md#fat-and-fat-trades), read off the closed forms above
 # ---------------------------------------------------------------------------------------------
 # On the two-class model above (y = 0) every CE / CW step moves by +step * sign(d), and a KL step
 # towards the one-hot target e_0 too (dKL/dx = p_1 (w_1 - w_0)). With eps 0.2 and x at 0.5 +- 0.03

@@ -395,7 +395,7 @@ def test_keep_best_against_every_iterate(model) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# AutoAttack wiring: the official standard parameters (evaluation.md), read off the adversary
+# AutoAttack wiring: the official standard parameters (docs/evaluation.md#autoattack), read off the adversary
 # ---------------------------------------------------------------------------------------------
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The model contract, checked on every registered model (style.md R3, R4, R16, R18).
+"""The model contract, checked on every registered model (docs/design.md#model-contract).
 
 Parametrized over `MODELS.names()`, so registering a model is what puts it under test. A model
 is built with the extra kwargs and data config in `CASES` (default: none, CIFAR-shaped input).

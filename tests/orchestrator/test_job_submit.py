@@ -1,5 +1,5 @@
 """`ray job submit --working-dir . -- python -m orchestrator.sweep --config ...` against a local
-head started with `ray start --head` on 127.0.0.1 (shared/reference/ray.md section 5)."""
+head started with `ray start --head` on 127.0.0.1 (docs/clusters.md#submitting-a-job)."""
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """`--resume` after the driver is killed mid-search: finished trials are not rerun, the unfinished
-one restarts from its last checkpoint, nothing is duplicated in the store (ray.md section 7)."""
+one restarts from its last checkpoint, nothing is duplicated in the store
+(docs/clusters.md#resume-and-fault-tolerance)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -67,7 +68,8 @@ def test_killed_sweep_resumes_from_checkpoints(tmp_path):
     assert len(runs) == 2 and len(epochs) == 2 * 4
     # The interrupted trial continued from a checkpoint, not from scratch. A hard kill can land
     # between an epoch's checkpoint upload and Train recording it, so the newest epoch may be
-    # redone (ray.md section 7); its row is then replaced under the same key, never duplicated.
+    # redone (docs/clusters.md#resume-and-fault-tolerance); its row is then replaced under the
+    # same key, never duplicated.
     assert len(before) >= 3 and all(written < killed_at for written in before.values())
     newest = max(before, key=lambda k: next(r["epoch"] for r in epochs if r["key"] == k))
     redone = [k for k, written in before.items() if next(r for r in epochs if r["key"] == k)["written_at"] != written]

@@ -1,5 +1,5 @@
 """trainers/checkpoint.py and trainers/train_state.py: round trips, refusals, atomic writes,
-weights-only imports, optimizer state for resume (style.md R16)."""
+weights-only imports, optimizer state for resume (docs/design.md#checkpoints)."""
 from __future__ import annotations
 
 import datetime as dt

@@ -94,8 +94,9 @@ def numeric(record: dict[str, Any]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- the digits trade-off
 
 def test_digits_natural_collapses_and_pgd_at_is_robust(tmp_path: Path) -> None:
-    """The evaluation.md digits threat model (eps 0.2), small_cnn (width 32), AdamW 2e-3, batch 64,
-    constant lr; test split scored with PGD-10 (step eps/4, start x + 0.001 N) on the last weights.
+    """The digits threat model (eps 0.2, docs/evaluation.md#threat-model), small_cnn (width 32),
+    AdamW 2e-3, batch 64, constant lr; test split scored with PGD-10 (step eps/4, start
+    x + 0.001 N) on the last weights.
     Observed (seed 0, torch CPU): natural 5 epochs: clean 96.2%, PGD 0.0% (seed 1: 95.5% / 0.0%);
     PGD-AT (5 steps) 8 epochs: clean 78.3%, PGD 20.9% (seed 1: 89.4% / 23.9%). ~2 s + ~9 s."""
     common = {"model": {"arch": "small_cnn"}, "validation": {"pgd_steps": 3, "test_at_end": False},

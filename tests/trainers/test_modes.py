@@ -1,4 +1,4 @@
-"""trainers/modes.py: eval_mode restores every submodule's own mode (style.md R7)."""
+"""trainers/modes.py: eval_mode restores every submodule's own mode (docs/design.md#model-modes)."""
 from __future__ import annotations
 
 import pytest

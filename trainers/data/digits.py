@@ -2,7 +2,7 @@
 
 Pixel values 0..16 are scaled to [0, 1] exactly (float32). The test split (397 images) is fixed
 (stratified, seed 0) so numbers are comparable across runs; the validation split is carved from the
-remaining 1,400 with `split_seed`. The default eps is 0.2 (see evaluation.md: at 0.2 a natural CNN
+remaining 1,400 with `split_seed`. The default eps is 0.2 (docs/evaluation.md#threat-model: at 0.2 a natural CNN
 collapses and adversarial training shows the accuracy/robustness trade-off, like 8/255 on CIFAR).
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """ARD (Goldblum et al., "Adversarially Robust Distillation", https://arxiv.org/abs/1905.09747;
-code goldblum/AdversariallyRobustDistillation), methods.md section 4.
+code goldblum/AdversariallyRobustDistillation), docs/methods.md#ard.
 
 L = alpha * tau^2 * KL(p(T(x) / tau) || p(S(x') / tau)) + (1 - alpha) * CE(S(x), y),
 alpha = 1, tau = 30; one teacher, on clean x. x' = CE-PGD on the student: uniform start, 10 steps

@@ -1,4 +1,4 @@
-"""What every training method provides (style.md R9) and how configs pick one.
+"""What every training method provides (docs/design.md#one-method-per-file) and how configs pick one.
 
 A method is `inner_max` (the adversarial examples of this step, or None) plus `loss_terms`
 (the loss to minimize and detached per-step metrics), with JSON-able state for resume. The loop

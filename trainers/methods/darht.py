@@ -1,11 +1,12 @@
-"""DARHT: Distilling Adversarial Robustness using Heterogeneous Teachers (Deng et al., seed 000;
-code bayesomicslab/DARHT), methods.md section 1.
+"""DARHT: Distilling Adversarial Robustness using Heterogeneous Teachers (Deng et al.;
+code bayesomicslab/DARHT), docs/methods.md#darht.
 
 L = ce_weight * CE(S(x), y) + kd_weight * kd_scale * mean_b sum_j w_jb KL_jb, where KL_jb compares
 the student-teacher feature map slot S^(Tj)(x_b) with teacher j's logits T_j(x_b), and w_jb comes
-from the teachers' own CE on the batch. Every paper-vs-code difference of methods.md 1.3 is an
-option; profile "paper" (default) and "official" set them all. The student is a DarhtStudent
-(trainers/models/darht_student.py) whose MC-dropout average feeds the loss.
+from the teachers' own CE on the batch. Every paper-vs-code difference is an option
+(docs/methods.md#darht-loss-and-profiles); profile "paper" (default) and "official" set them all.
+The student is a DarhtStudent (trainers/models/darht_student.py) whose MC-dropout average feeds
+the loss.
 
 Each example is adversarial with probability adv_prob (paper), or the whole batch is (official);
 only the examples chosen to be adversarial are attacked (attacks are per-example, the student is

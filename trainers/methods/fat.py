@@ -1,6 +1,6 @@
 """FAT and FAT-TRADES (Zhang et al., "Attacks Which Do Not Kill Training Make Adversarial Learning
 Stronger", https://arxiv.org/abs/2002.11242; code zjfheart/Friendly-Adversarial-Training),
-methods.md section 6.
+docs/methods.md#fat-and-fat-trades.
 
 x' = early-stopped PGD with per-example budget tau (attacks/early_stop.py): CE loss and uniform
 start (FAT) or KL loss and 0.001 N(0, 1) start (FAT-TRADES); 10 steps, noise omega = 0.001.

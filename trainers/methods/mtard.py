@@ -1,6 +1,6 @@
 """B-MTARD (Zhao et al., "Mitigating Accuracy-Robustness Trade-off via Balanced Multi-Teacher
 Adversarial Distillation", https://arxiv.org/abs/2306.16170; code zhaoshiji123/MTARD-extension)
-and MTARD (ECCV 2022; code zhaoshiji123/MTARD), methods.md section 2.
+and MTARD (ECCV 2022; code zhaoshiji123/MTARD), docs/methods.md#b-mtard-and-mtard.
 
 Teachers (in this order): index 0 = robust teacher T_adv, index 1 = clean teacher T_nat.
 One iteration: x' = CE-PGD on the student (eval mode, start x + 0.001 N(0, 1), 10 steps of eps/4);
@@ -13,9 +13,10 @@ updated weights, while the new temperatures act from the next step. Both balance
 multiplied by the lr scale (the papers decay them x0.1 with the lr).
 
 Names: "b_mtard" (EBB + NLB) and "mtard" (NLB only, tau = 1 fixed) are two registered methods
-sharing this class, each with a single profile "paper": the name says which paper, and methods.md
-lists no paper-vs-code difference for either (both codes use beta = 1, the papers' value, and
-reduce KL as mean over B*K x10 on CIFAR-100, i.e. kd_scale 0.1 by methods.md 0).
+sharing this class, each with a single profile "paper": the name says which paper, and no
+paper-vs-code difference is implemented for either (both codes use beta = 1, the papers' value, and
+reduce KL as mean over B*K x10 on CIFAR-100, i.e. kd_scale 0.1;
+docs/methods.md#kl-scale-and-kd_scale).
 """
 from __future__ import annotations
 

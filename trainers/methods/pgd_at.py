@@ -1,4 +1,5 @@
-"""PGD adversarial training (Madry et al., https://arxiv.org/abs/1706.06083), methods.md section 7.
+"""PGD adversarial training (Madry et al., https://arxiv.org/abs/1706.06083),
+docs/methods.md#pgd-at.
 
 L = CE(f(x'), y), x' = CE-PGD on the model: uniform start, 10 steps of eps/4 (2/255 at 8/255).
 """

@@ -1,9 +1,9 @@
 """RSLAD (Zi et al., "Revisiting Adversarial Robustness Distillation: Robust Soft Labels Make
-Student Better", https://arxiv.org/abs/2108.07969; code zibojia/RSLAD), methods.md section 3.
+Student Better", https://arxiv.org/abs/2108.07969; code zibojia/RSLAD), docs/methods.md#rslad.
 
 L = kd_scale * (adv_weight * KL(p(T(x)) || p(S(x'))) + (1 - adv_weight) * KL(p(T(x)) || p(S(x)))),
 KL batchmean (summed over classes, averaged over the batch), adv_weight = 5/6, no hard labels;
-kd_scale = 0.1 equals the reference code's mean over B*K (x10 on CIFAR-100), methods.md 0.
+kd_scale = 0.1 equals the reference code's mean over B*K (x10 on CIFAR-100), docs/methods.md#kl-scale-and-kd_scale.
 One robust teacher, on clean x only. x' maximizes the summed KL(p(T(x)) || p(S(x'))) with the
 student in eval mode: start x + 0.001 N(0, 1), 10 steps of eps/4 (2/255 at 8/255).
 The teacher's clean logits are computed once per step (in inner_max) and reused by the loss, as

@@ -1,4 +1,5 @@
-"""TRADES (Zhang et al., https://arxiv.org/abs/1901.08573; code yaodongyu/TRADES), methods.md 5.
+"""TRADES (Zhang et al., https://arxiv.org/abs/1901.08573; code yaodongyu/TRADES),
+docs/methods.md#trades.
 
 L = CE(f(x), y) + beta * batchmean KL(p(f(x)) || p(f(x'))), beta = 6, gradient through both
 terms; x' maximizes the summed KL against the model's own clean prediction (model in eval mode):

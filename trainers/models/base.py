@@ -1,4 +1,4 @@
-"""The contract every model in the zoo satisfies (style.md R3, R4).
+"""The contract every model in the zoo satisfies (docs/design.md#model-contract).
 
 A model takes [0, 1] images, resizes them to its native input size when they differ, normalizes
 them with its own mean/std, and exposes `forward_features(x) -> [B, F]` (pooled) and

@@ -1,4 +1,4 @@
-"""The DARHT student (methods.md 1.1-1.2): any backbone, then
+"""The DARHT student (docs/methods.md#darht-student-head): any backbone, then
 pooled features f -> dropout(p) -> Linear(F, J*K) = the student-teacher feature map S^T(x)
 (viewed [B, J, K]; slice j is teacher j's slot) -> Linear(J*K, K) = the student logits S(x).
 

@@ -1,4 +1,4 @@
-"""The model registry and `build_model` (style.md R1, R2)."""
+"""The model registry and `build_model` (docs/design.md#registries)."""
 from __future__ import annotations
 
 from typing import Any

@@ -1,5 +1,5 @@
-"""The adversarial-training methods: TRADES (trainers/methods/trades.py, methods.md 5), FAT and
-FAT-TRADES (fat.py, methods.md 6) and PGD-AT (pgd_at.py, methods.md 7): the TRADES loss and its
+"""The adversarial-training methods: TRADES (trainers/methods/trades.py), FAT and FAT-TRADES
+(fat.py) and PGD-AT (pgd_at.py), as docs/methods.md defines them: the TRADES loss and its
 gradient against hand formulas, FAT's tau schedule, the inner maximizations' invariants and the
 paper vs official profiles."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ARD (trainers/methods/ard.py) against a hand-written formula (methods.md section 4)."""
+"""ARD (trainers/methods/ard.py) against a hand-written formula (docs/methods.md#ard)."""
 from __future__ import annotations
 
 import math

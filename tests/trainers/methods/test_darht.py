@@ -1,4 +1,4 @@
-"""DARHT (trainers/methods/darht.py, trainers/models/darht_student.py) against methods.md section 1:
+"""DARHT (trainers/methods/darht.py, trainers/models/darht_student.py) against docs/methods.md#darht:
 the loss against independent numpy formulas, the MC-dropout head, the phases, the paper vs
 official profiles, and the clean/adversarial mixing of inner_max."""
 from __future__ import annotations
@@ -29,7 +29,8 @@ OPTIONS = list(itertools.product(["student_teacher", "teacher_student"], ["softm
 def darht_loss_np(s: np.ndarray, fmap: np.ndarray, t: np.ndarray, y: np.ndarray, *, kl_direction: str,
                   weighting: str, weight_granularity: str, ce_weight: float = 1.0,
                   kd_weight: float = 1.0) -> dict[str, np.ndarray]:
-    """methods.md 1.3 written out loop by loop: s [B, K], fmap [B, J, K], t [J, B, K]."""
+    """docs/methods.md#darht-loss-and-profiles written out loop by loop: s [B, K], fmap [B, J, K],
+    t [J, B, K]."""
     b, j_count, _ = fmap.shape
     log_s = log_softmax_np(s)
     ce = -np.mean([log_s[i, y[i]] for i in range(b)])
@@ -276,7 +277,7 @@ def test_profiles_follow_the_methods_md_table() -> None:
     _, official = parse_method({"name": "darht", "profile": "official"})
     assert list(mdef.profiles) == ["paper", "official"] and paper.profile == "paper"
     assert mdef.teachers == (1, None)
-    table = {  # option: (paper, official), methods.md 1.3
+    table = {  # option: (paper, official), docs/methods.md#darht-loss-and-profiles
         "kl_direction": ("student_teacher", "teacher_student"),
         "weighting": ("softmax", "exp"),
         "weight_granularity": ("sample", "batch"),
@@ -403,7 +404,8 @@ def test_per_batch_mixing_is_all_or_nothing(teacher_dirs, batch, monkeypatch) ->
 
 
 def reference_attack(raw: dict, student: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The attack methods.md 1.3 names, called from the attack library on these examples alone."""
+    """The training attack docs/methods.md#darht-loss-and-profiles names, called from the attack
+    library on these examples alone."""
     _, cfg = parse_method({"name": "darht", **raw})
     eps = cfg.attack_eps if cfg.attack_eps is not None else 0.2
     step = cfg.attack_step_size

@@ -1,5 +1,5 @@
 """B-MTARD / MTARD (trainers/methods/mtard.py) against hand-written formulas and hand-computed
-EBB / NLB sequences (methods.md section 2)."""
+EBB / NLB sequences (docs/methods.md#b-mtard-and-mtard)."""
 from __future__ import annotations
 
 import json
@@ -21,7 +21,7 @@ def sign(v: float) -> float:
 
 def ebb_reference(tau: list[float], entropies: tuple[float, float], eta: float,
                   lo: float = 1.0, hi: float = 10.0) -> list[float]:
-    """methods.md 2 verbatim, with e_i = sum_k q log q = -H_i (the ratio form)."""
+    """docs/methods.md#b-mtard-entropy-based-balance in the ratio form, e_i = sum_k q log q = -H_i."""
     e_adv, e_nat = -entropies[0], -entropies[1]
     return [min(hi, max(lo, tau[0] - eta * sign(e_adv / e_nat - 1))),
             min(hi, max(lo, tau[1] - eta * sign(e_nat / e_adv - 1)))]

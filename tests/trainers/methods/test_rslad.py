@@ -1,4 +1,4 @@
-"""RSLAD (trainers/methods/rslad.py) against a hand-written formula (methods.md section 3)."""
+"""RSLAD (trainers/methods/rslad.py) against a hand-written formula (docs/methods.md#rslad)."""
 from __future__ import annotations
 
 import math
