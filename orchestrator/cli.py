@@ -1,7 +1,9 @@
-"""Entry-point plumbing: bad input becomes one line on stderr and exit code 2, never a traceback."""
+"""Entry-point plumbing: bad input becomes one line on stderr and exit code 2, never a traceback;
+the `robust-distill <command>` console script dispatches to `python -m orchestrator.<command>`."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from typing import Callable, NoReturn, Sequence
 
@@ -39,3 +41,24 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+COMMANDS = {"sweep": "the main job: teachers, search, evaluation, report",
+            "pretrain": "teachers into the registry", "distill": "one distillation run",
+            "evaluate": "checkpoints x attack suite on the actor pool", "report": "rebuild a sweep's report"}
+
+
+def console_main(argv: Sequence[str] | None = None) -> int:
+    """`robust-distill COMMAND [ARGS]`: the same as `python -m orchestrator.COMMAND [ARGS]`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    usage = "usage: robust-distill COMMAND [ARGS]  (COMMAND --help for its arguments)\n" + "\n".join(
+        f"  {name:<10} {text}" for name, text in COMMANDS.items())
+    if argv[:1] in (["-h"], ["--help"]):
+        print(usage)
+        return 0
+    if not argv or argv[0] not in COMMANDS:
+        what = f"unknown command {argv[0]!r}" if argv else "a command is required"
+        print(f"error: robust-distill: {what}\n{usage}", file=sys.stderr)
+        return 2
+    entry = importlib.import_module(f"orchestrator.{argv[0]}")
+    return run_cli(entry.main, argv[1:])

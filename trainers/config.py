@@ -101,7 +101,7 @@ class ValidationConfig:
     """PGD steps (step eps/4, start x + 0.001 N(0, 1)) for validation robust accuracy."""
     max_examples: int | None = None
     """Validate on at most this many validation examples (None: all)."""
-    select: Literal["w_robust", "robust", "clean"] = "w_robust"
+    select: Literal["w_robust", "pgd", "clean"] = "w_robust"
     """Criterion for the 'best' checkpoint (on the validation split, never the test split)."""
     test_at_end: bool = True
     """Evaluate the best and last checkpoints on the test split (clean + PGD) at the end."""

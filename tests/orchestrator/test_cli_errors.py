@@ -3,6 +3,8 @@ traceback, and nothing in the storage path is written or overwritten."""
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -151,3 +153,28 @@ def test_distill_bad_method_parameter(tmp_path, capsys):
 def test_report_unknown_sweep_is_not_an_error(tmp_path, capsys):
     assert report.main(["--sweep", "nothing", "--storage", str(tmp_path)]) == 0
     assert "no results" in capsys.readouterr().out
+
+
+def test_relative_storage_is_refused_inside_a_submitted_job(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # what Ray's job supervisor sets
+    run_and_check(sweep, ["--storage", "runs"], capsys, tmp_path, "storage: 'runs' is relative", "s3://")
+
+
+CONSOLE_SCRIPT = str(Path(sys.executable).with_name("robust-distill"))
+
+
+def test_console_script_dispatches_to_the_entry_points(tmp_path):
+    listing = subprocess.run([CONSOLE_SCRIPT, "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert listing.returncode == 0 and all(c in listing.stdout for c in ("sweep", "pretrain", "distill", "evaluate", "report"))
+    bare = subprocess.run([CONSOLE_SCRIPT], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert bare.returncode == 2 and bare.stderr.startswith("error: robust-distill: a command is required")
+    unknown = subprocess.run([CONSOLE_SCRIPT, "swep"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert unknown.returncode == 2 and "unknown command 'swep'" in unknown.stderr
+    # The default storage is relative to the working directory the user runs it in.
+    rebuilt = subprocess.run([CONSOLE_SCRIPT, "report", "--sweep", "nothing"], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=120)
+    assert rebuilt.returncode == 0 and rebuilt.stdout.strip() == f"no results for sweep 'nothing' in {tmp_path / 'runs'}"
+    bad = subprocess.run([CONSOLE_SCRIPT, "sweep", "--config", "missing.yaml"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: config file 'missing.yaml' does not exist"
+    assert "Traceback" not in bad.stderr and not (tmp_path / "runs").exists()

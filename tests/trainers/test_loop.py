@@ -313,3 +313,15 @@ def test_each_distillation_method_trains_one_epoch(case: str, tmp_path: Path, te
     assert sidecar["teachers"] == [str(t) for t in teachers[:n_teachers]]
     model, _ = load_model(tmp_path / "last")  # the student (DARHT: with its head) rebuilds from the sidecar
     assert model(DIGITS.test.x[:4].float()).shape == (4, 10)
+
+
+@pytest.mark.parametrize("select", ["clean", "pgd"])
+def test_the_selection_criterion_picks_the_best_epoch_by_that_validation_metric(tmp_path: Path, select: str) -> None:
+    # The recipe above: clean rises over the 5 epochs while PGD peaks early, so the two criteria
+    # choose different epochs.
+    validation = {"pgd_steps": 2, "max_examples": 128, "test_at_end": False, "select": select}
+    result = fit(make_config(tmp_path, {"name": "natural"}, epochs=5, validation=validation,
+                             optim={"name": "adamw", "lr": 0.02}))
+    scores = [r[f"val_{select}"] for r in result.history]
+    assert [i for i, r in enumerate(result.history) if r["is_best"]][-1] == scores.index(max(scores))
+    assert read_document(tmp_path / "best", "model")["metrics"]["epoch"] == scores.index(max(scores))
