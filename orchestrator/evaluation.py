@@ -159,7 +159,14 @@ def read_summary(store: ResultsStore, name: str) -> list[dict[str, Any]]:
     plans = store.read(kind="plan", sweep=name)
     if not plans:
         return []
-    return summarize(plans[0]["metrics"]["tasks"], {r["key"]: r for r in store.read(kind="eval")})
+    entries = plans[0]["metrics"]["tasks"]
+    return summarize(entries, _plan_rows(store, entries))
+
+
+def _plan_rows(store: ResultsStore, entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The eval rows (with masks) of a plan's tasks and their clean shards, by key."""
+    keys = {e["key"] for e in entries} | {e["clean_key"] for e in entries}
+    return {r["key"]: r for r in store.read(columns=["mask"], kind="eval", key=keys)}
 
 
 def format_table(table: list[dict[str, Any]]) -> str:
@@ -174,11 +181,14 @@ def format_table(table: list[dict[str, Any]]) -> str:
 
 def read_masks(store: ResultsStore, name: str) -> dict[str, dict[str, torch.Tensor]]:
     plans = store.read(kind="plan", sweep=name)
-    return point_masks(plans[0]["metrics"]["tasks"], {r["key"]: r for r in store.read(kind="eval")}) if plans else {}
+    if not plans:
+        return {}
+    entries = plans[0]["metrics"]["tasks"]
+    return point_masks(entries, _plan_rows(store, entries))
 
 
 def repeated_trials(masks: dict[str, dict[str, torch.Tensor]], *, trials: int, size: int, seed: int) -> str:
-    """DARHT section 4.2: W-Robust over `trials` random subsets of `size` points per run and attack
+    """DARHT's repeated trials: W-Robust over `trials` random subsets of `size` points per run and attack
     (the same subsets for every run), and a two-sided Mann-Whitney U test of the first run
     against each other one. Subsets resample the evaluated points; attacks are not re-run."""
     runs = list(masks)

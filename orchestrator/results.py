@@ -9,10 +9,11 @@ import io
 import json
 import time
 import uuid
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import torch
 
@@ -70,23 +71,35 @@ class ResultsStore:
         name = f"part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.parquet"
         self.storage.write_bytes(buf.getvalue(), self.folder, name)
 
-    def read(self, **filters: Any) -> list[dict[str, Any]]:
-        """Newest row per key, optionally filtered by equality on columns (e.g. kind="eval")."""
-        files = self.storage.list_files(self.folder, suffix=".parquet")
-        files = [f for f in files if not f.rsplit("/", 1)[-1].startswith(".")]
-        if not files:
-            return []
-        table = pa.concat_tables([pq.read_table(f, filesystem=self.storage.fs, schema=SCHEMA) for f in files])
+    def read(self, columns: Sequence[str] | None = None, **filters: Any) -> list[dict[str, Any]]:
+        """Newest row per key. Filters are pushed down to the Parquet scan: `kind="eval"` is
+        equality, a list or set (`key=[...]`) membership; `columns` reads only those (and the key),
+        e.g. everything but the per-point masks."""
+        table = self._scan(filters, columns)
         latest: dict[str, dict[str, Any]] = {}
-        for row in table.to_pylist():
-            if any(row[k] != v for k, v in filters.items()):
-                continue
-            if row["key"] not in latest or row["written_at"] >= latest[row["key"]]["written_at"]:
-                latest[row["key"]] = row
-        for row in latest.values():
-            row["metrics"] = json.loads(row["metrics"])
-            row["attack_params"] = json.loads(row["attack_params"])
-        return sorted(latest.values(), key=lambda r: (r["run"], r["epoch"], r["attack"], r["shard"], r["key"]))
+        for row in table.sort_by("written_at").to_pylist():  # later rows replace earlier ones
+            latest[row["key"]] = row
+        rows = list(latest.values())
+        for row in rows:
+            for field in ("metrics", "attack_params"):
+                if field in row:
+                    row[field] = json.loads(row[field])
+        order = [c for c in ("run", "epoch", "attack", "shard", "key") if c in table.column_names]
+        return sorted(rows, key=lambda r: tuple(r[c] for c in order))
 
     def keys(self, **filters: Any) -> set[str]:
-        return {r["key"] for r in self.read(**filters)}
+        return set(self._scan(filters, ["key"]).column("key").to_pylist())
+
+    def _scan(self, filters: dict[str, Any], columns: Sequence[str] | None) -> pa.Table:
+        names = list(SCHEMA.names) if columns is None else list(dict.fromkeys(["key", *columns, "written_at"]))
+        files = [f for f in self.storage.list_files(self.folder, suffix=".parquet")
+                 if not f.rsplit("/", 1)[-1].startswith(".")]
+        if not files:
+            return SCHEMA.empty_table().select(names)
+        condition = None
+        for column, value in filters.items():
+            test = ds.field(column).isin(list(value)) if isinstance(value, (list, set, tuple)) else (
+                ds.field(column) == value)
+            condition = test if condition is None else condition & test
+        dataset = ds.dataset(files, schema=SCHEMA, format="parquet", filesystem=self.storage.fs)
+        return dataset.to_table(columns=names, filter=condition)

@@ -63,3 +63,15 @@ def test_replace_dir_leaves_no_stale_files(tmp_path):
     storage.replace_dir(old, "runs", "a")
     storage.replace_dir(new, "runs", "a")
     assert sorted(p.name for p in (tmp_path / "store" / "runs" / "a").rglob("*")) == ["model.json"]
+
+
+def test_membership_filters_and_column_projection(tmp_path):
+    store = ResultsStore(Storage(tmp_path))
+    store.append([{"key": k, "kind": "eval", "run": k, "mask": pack_mask(torch.ones(3, dtype=torch.bool)),
+                   "metrics": {"i": i}} for i, k in enumerate("abc")])
+    store.append([{"key": "b", "kind": "eval", "run": "b", "mask": b"", "metrics": {"i": 9}}])
+    rows = store.read(columns=["mask"], kind="eval", key={"b", "c"})
+    assert [(r["key"], r["mask"]) for r in rows] == [("b", b""), ("c", pack_mask(torch.ones(3, dtype=torch.bool)))]
+    assert all(set(r) == {"key", "mask", "written_at"} for r in rows)
+    assert [r["metrics"]["i"] for r in store.read(key=["a", "b"])] == [0, 9]
+    assert store.keys(key=("a", "z")) == {"a"}
