@@ -82,7 +82,8 @@ class DarhtConfig:
     """Training attack F: FAT early-stopped PGD, TRADES KL-PGD, or the official CE-PGD."""
     attack_steps: int = 10
     attack_step_size: float | None = None
-    """None: eps / 4."""
+    """None: the attack's reference step: 0.007 per 0.031 of eps for fat and trades (their
+    reference codes), eps / 4 for ce_pgd."""
     attack_eps: float | None = None
     """None: the threat model's eps (the official code uses 0.031)."""
     fat_tau: int = 0

@@ -406,7 +406,9 @@ def reference_attack(raw: dict, student: torch.nn.Module, x: torch.Tensor, y: to
     """The attack methods.md 1.3 names, called from the attack library on these examples alone."""
     _, cfg = parse_method({"name": "darht", **raw})
     eps = cfg.attack_eps if cfg.attack_eps is not None else 0.2
-    step = cfg.attack_step_size
+    # Default steps: CE-PGD eps / 4; FAT and TRADES their codes' 0.007 at eps 0.031, scaled.
+    default_step = eps / 4 if cfg.attack == "ce_pgd" else eps * 0.007 / 0.031
+    step = cfg.attack_step_size if cfg.attack_step_size is not None else default_step
     with eval_mode(student):
         if cfg.attack == "ce_pgd":  # the official code: start x + 0.001 N(0, 1), final iterate
             return pgd(student, x, y, eps=eps, step_size=step, steps=cfg.attack_steps, random_start="normal",
