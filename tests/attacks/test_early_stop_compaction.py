@@ -60,7 +60,8 @@ def masked_reference(model, x, y, *, tau: int, loss: str, gen: torch.Generator, 
     budget = torch.full((len(x),), tau, dtype=torch.long)
     active = torch.ones(len(x), dtype=torch.bool)
     history = []
-    best_x, best_wrong, best_loss = x.clone(), torch.zeros(len(x), dtype=torch.bool), torch.full((len(x),), -torch.inf)
+    best_x, best_wrong = x.clone(), torch.zeros(len(x), dtype=torch.bool)
+    best_loss = torch.full((len(x),), -torch.inf)
 
     def offer(x_i, wrong, value):
         nonlocal best_x, best_wrong, best_loss
