@@ -4,9 +4,11 @@
    fp32 vs bf16 autocast + channels_last, vs torch.compile (the training forward; the attack runs
    eager) and vs cudnn.benchmark; the CIFAR-10 epoch (50 000 images) projected from images/s,
    against the goal of <= 20 s on an H100-class GPU.
-2. A DARHT step (paper profile: FAT attack on about half the batch, C = 4 MC samples) with a
-   ViT-B/16 teacher at 224 (timm; whether its attention runs through SDPA is printed) and a
-   WRN-34-10 teacher, vs a PGD-AT step of the same student, and the teachers' forwards alone.
+2. A DARHT step with a ViT-B/16 teacher at 224 (timm; whether its attention runs through SDPA
+   is printed) and a WRN-34-10 teacher vs a PGD-AT step of the same student: with CE-PGD on the
+   whole batch (the same attack work: the difference is the teachers and the head) and in the
+   paper profile (FAT on about half the batch, C = 4 MC samples; 80 % of the labels are the
+   student's own prediction, so FAT stops as it would mid-training); the teachers' forwards alone.
 3. Evaluation throughput of PGD-10 and APGD-CE (the official code, 100 iterations), in fp32 as
    the evaluation runs them, on points the model gets right (so every point is attacked).
 4. FAT's early-stopped PGD, compacted vs masked, vs PGD-10 (benchmarks.fat_attack).
@@ -116,7 +118,7 @@ def at_epoch(s: Sizes, device: torch.device) -> None:
           f"on an H100-class GPU: {'met' if projected <= GOAL_SECONDS else 'not met'} on {device_name(device)}")
 
 
-def train_step(method: Any, model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+def train_step(method: Any, model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, *,
                autocast: Callable[[], Any]) -> None:
     """One step as trainers.loop runs it (same mixing draws every call: seeded)."""
     torch.manual_seed(0)
@@ -135,51 +137,60 @@ def attention_kind(model: nn.Module) -> str:
     return "SDPA attention" if flags and all(flags) else "eager attention"
 
 
-def student_step(raw: dict[str, Any], s: Sizes, teachers: TeacherSet | None, x: torch.Tensor, y: torch.Tensor,
-                 autocast: Callable[[], Any]) -> Callable[[], None]:
+def student_step(raw: dict[str, Any], s: Sizes, teachers: TeacherSet | None,
+                 autocast: Callable[[], Any], device: torch.device) -> tuple[Callable[..., None], nn.Module]:
+    """(step(x, y), the student) for method config `raw`; lr 0, so every repeat does the same work."""
     mdef, mcfg = parse_method(raw)
     arch, kwargs = (mdef.student(s.student, s.student_kwargs, mcfg, len(teachers)) if mdef.student
                     else (s.student, s.student_kwargs))
     torch.manual_seed(0)
-    model = build_model(arch, num_classes=10, data_cfg=CIFAR, **kwargs).to(x.device)
-    if x.device.type == "cuda":
+    model = build_model(arch, num_classes=10, data_cfg=CIFAR, **kwargs).to(device)
+    if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)
     method = mdef.build(mcfg, MethodContext(student=model, forward=model, eps=8 / 255, num_classes=10,
                                             teachers=teachers))
-    return partial(train_step, method, model, opt, x, y, autocast)
+    return partial(train_step, method, model, opt, autocast=autocast), model
+
+
+def load_teachers(s: Sizes, device: torch.device) -> tuple[TeacherSet, str]:
+    """ViT-B/16 (at s.vit's size) and WRN teachers through a checkpoint, as training loads them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        vit = build_model("vit_base", num_classes=10, data_cfg=CIFAR, **s.vit)
+        names = (f"ViT-B/16 at {s.vit['img_size']} ({attention_kind(vit)}) + "
+                 f"WRN-{s.wrn['depth']}-{s.wrn['widen_factor']}")
+        paths = [save_model(f"{tmp}/vit", vit, dataset="synthetic"),
+                 save_model(f"{tmp}/wrn", build_model("wide_resnet", num_classes=10, data_cfg=CIFAR, **s.wrn),
+                            dataset="synthetic")]
+        return TeacherSet(paths, dataset="synthetic", num_classes=10, device=device,
+                          channels_last=device.type == "cuda"), names
 
 
 def darht_step(s: Sizes, device: torch.device) -> None:
     gpu = device.type == "cuda"
     autocast = partial(torch.autocast, "cuda", dtype=torch.bfloat16) if gpu else contextlib.nullcontext
-    with tempfile.TemporaryDirectory() as tmp:
-        vit = build_model("vit_base", num_classes=10, data_cfg=CIFAR, **s.vit)
-        attention = attention_kind(vit)
-        paths = [save_model(f"{tmp}/vit", vit, dataset="synthetic"),
-                 save_model(f"{tmp}/wrn", build_model("wide_resnet", num_classes=10, data_cfg=CIFAR, **s.wrn),
-                            dataset="synthetic")]
-        teachers = TeacherSet(paths, dataset="synthetic", num_classes=10, device=device, channels_last=gpu)
-    x = torch.rand(s.batch, 3, 32, 32, device=device)
+    teachers, names = load_teachers(s, device)
+    base, full, paper = "PGD-AT step", "DARHT step, CE-PGD on all", "DARHT step, paper profile"
+    alone = "teachers' forwards alone"
+    steps = {base: student_step({"name": "pgd_at", "steps": s.steps}, s, None, autocast, device),
+             full: student_step({"name": "darht", "attack": "ce_pgd", "adv_prob": 1.0, "mc_samples": 1,
+                                 "dropout": 0.0, "attack_steps": s.steps}, s, teachers, autocast, device),
+             paper: student_step({"name": "darht", "attack_steps": s.steps}, s, teachers, autocast, device)}
+    x, y = labelled_batch(steps[paper][1], s.batch, 0.8, device)  # FAT stops as it would mid-training
     x = x.contiguous(memory_format=torch.channels_last) if gpu else x
-    y = torch.randint(0, 10, (s.batch,), device=device)
 
     def teacher_forwards() -> None:
         with autocast():
             teachers.logits(x)
 
-    base, darht, alone = "PGD-AT step", "DARHT step (paper profile)", "teachers' forwards alone"
-    fns = {base: student_step({"name": "pgd_at", "steps": s.steps}, s, None, x, y, autocast),
-           darht: student_step({"name": "darht", "attack_steps": s.steps}, s, teachers, x, y, autocast),
-           alone: teacher_forwards}
-    rows = timed_rows(fns, device, s.repeats, s.batch)
-    names = f"ViT-B/16 at {s.vit['img_size']} ({attention}) + WRN-{s.wrn['depth']}-{s.wrn['widen_factor']}"
-    print_table(f"DARHT step, student {s.student}, teachers {names}, "
-                f"PGD/FAT-{s.steps}, batch {s.batch}, {'bf16 + channels_last' if gpu else 'fp32'}, "
-                f"{device_name(device)}", rows, base)
+    fns = {name: partial(step, x, y) for name, (step, _) in steps.items()}
+    rows = timed_rows({**fns, alone: teacher_forwards}, device, s.repeats, s.batch)
+    print_table(f"DARHT step, student {s.student}, teachers {names}, PGD/FAT-{s.steps}, batch {s.batch}, "
+                f"{'bf16 + channels_last' if gpu else 'fp32'}, {device_name(device)}", rows, base)
     sec = {name: t for name, t, _ in rows}
-    print(f"time ratio DARHT / PGD-AT: {sec[darht] / sec[base]:.3f}; teachers' forwards / DARHT step: "
-          f"{sec[alone] / sec[darht]:.3f}")
+    print(f"time ratio DARHT / PGD-AT: CE-PGD on all {sec[full] / sec[base]:.3f}, paper profile "
+          f"{sec[paper] / sec[base]:.3f}; teachers' forwards / DARHT CE-PGD step: "
+          f"{sec[alone] / sec[full]:.3f}")
 
 
 def timed_rows(fns: dict[str, Callable[[], Any]], device: torch.device, repeats: int,

@@ -24,7 +24,8 @@ def test_gpu_script_runs_at_tiny_sizes_on_cpu_without_ray() -> None:
     text = done.stdout
     assert "failed" not in text
     rows = {name.strip(): (float(sec), float(ratio)) for name, sec, ratio in ROW.findall(text)}
-    want = {"fp32", "bf16 + channels_last", "PGD-AT step", "DARHT step (paper profile)", "teachers' forwards alone",
+    want = {"fp32", "bf16 + channels_last", "PGD-AT step", "DARHT step, CE-PGD on all", "DARHT step, paper profile",
+            "teachers' forwards alone",
             "PGD-2 (keep best)", "APGD-CE (5 iterations)", "PGD-2"}
     want |= {f"FAT tau={tau} {kind}" for tau in (0, 1, 2) for kind in ("compacted", "masked (before)")}
     assert want <= set(rows), sorted(set(rows))
@@ -35,7 +36,8 @@ def test_gpu_script_runs_at_tiny_sizes_on_cpu_without_ray() -> None:
     assert re.search(r"^bf16 \+ channels_last \+ compile\s+skipped \(no GPU\)$", text, re.M)
     assert re.search(r"^bf16 \+ channels_last \+ cudnn\.benchmark\s+skipped \(no GPU\)$", text, re.M)
     assert re.search(r"^projected CIFAR-10 PGD-2 AT epoch: \d+\.\d s \(", text, re.M)
-    assert re.search(r"^time ratio DARHT / PGD-AT: \d+\.\d{3}; teachers' forwards / DARHT step: \d+\.\d{3}$", text, re.M)
+    assert re.search(r"^time ratio DARHT / PGD-AT: CE-PGD on all \d+\.\d{3}, paper profile \d+\.\d{3}; "
+                     r"teachers' forwards / DARHT CE-PGD step: \d+\.\d{3}$", text, re.M)
     for tau in (0, 1, 2):
         assert re.search(rf"^FAT tau={tau}: speed-up of compacted over masked \d+\.\d\dx; time vs PGD-2: "
                          rf"compacted \d+\.\d\d, masked \d+\.\d\d; same points as masked: \d+% of examples$", text, re.M)
