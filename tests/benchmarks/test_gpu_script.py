@@ -40,5 +40,6 @@ def test_gpu_script_runs_at_tiny_sizes_on_cpu_without_ray() -> None:
                      r"teachers' forwards / DARHT CE-PGD step: \d+\.\d{3}$", text, re.M)
     for tau in (0, 1, 2):
         assert re.search(rf"^FAT tau={tau}: speed-up of compacted over masked \d+\.\d\dx; time vs PGD-2: "
-                         rf"compacted \d+\.\d\d, masked \d+\.\d\d; same points as masked: \d+% of examples$", text, re.M)
+                         rf"compacted \d+\.\d\d, masked \d+\.\d\d; same points as masked: \d+% of examples$",
+                         text, re.M)
     assert "peak memory n/a (CPU)" in text
