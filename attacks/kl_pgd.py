@@ -3,7 +3,8 @@ RSLAD (Zi et al., https://arxiv.org/abs/2108.07969). Distance: L-inf. Inputs/out
 
 x_adv maximizes sum_i KL(target_i || softmax(f(x_adv_i))), where target is the model's own clean
 prediction (TRADES) or a teacher's (RSLAD). Start x + 0.001 * N(0, 1), 10 steps; step_size None
-means eps / 4 (TRADES uses 0.007 at eps 0.031, RSLAD 2/255 at 8/255).
+means eps / 4 (RSLAD's 2/255 at 8/255; TRADES's trainer passes its reference 0.007 at eps 0.031,
+scaled with eps).
 """
 from __future__ import annotations
 
@@ -25,6 +26,6 @@ def kl_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, *,
     target = target_probs.detach().float()
     labels = torch.zeros(len(x), dtype=torch.long, device=x.device) if y is None else y
     x_init = random_init(x, eps, random_start, start_scale, generator)
-    return ascend(model, x, labels, lambda z, _: losses.kl_to_target(z, target), eps=eps,
+    return ascend(model, x, labels, losses.kl_to_target, eps=eps,
                   step_size=eps / 4 if step_size is None else step_size, steps=steps, x_init=x_init,
-                  generator=generator)
+                  generator=generator, target=target)

@@ -19,6 +19,11 @@ from attacks import losses
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 RandomStart = Literal["none", "uniform", "normal"]
 
+ZHANG_STEP_PER_EPS = 0.007 / 0.031
+"""Default training-attack step per unit of eps for TRADES, FAT and FAT-TRADES: their reference
+codes (yaodongyu/TRADES, zjfheart/Friendly-Adversarial-Training) take steps of 0.007 at eps 0.031,
+i.e. 0.2258 eps: 0.00708 at eps 8/255, where eps / 4 (PGD's default, 2/255) is 11 % larger."""
+
 
 class AttackModeError(RuntimeError):
     """An evaluation attack was handed a model (or submodule) in train mode."""
@@ -54,42 +59,97 @@ def random_init(x: torch.Tensor, eps: float, random_start: RandomStart, start_sc
 def ascend(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, *, eps: float,
            step_size: float, steps: int, x_init: torch.Tensor, best: "BestIterate | None" = None,
            budget: torch.Tensor | None = None, noise: float = 0.0,
-           generator: torch.Generator | None = None) -> torch.Tensor:
-    """`steps` signed-gradient ascent steps on `loss_fn(model(x_adv), y)` from `x_init`.
+           generator: torch.Generator | None = None, target: torch.Tensor | None = None,
+           buckets: int = 8) -> torch.Tensor:
+    """`steps` signed-gradient ascent steps on `loss_fn(model(x_adv), target)` from `x_init`.
 
+    target: the loss's per-example second argument (default y; e.g. KL target probabilities).
     best: track per example the strongest iterate seen (also across calls, e.g. restarts) and
         return it, at the cost of one extra forward pass on the last iterate.
     budget: early stopping (FAT). Per example, at each step: misclassified with no budget left
         -> frozen at this iterate for good; misclassified with budget left -> spend one unit.
+        Frozen examples leave the batch: each step runs only the still-active rows (padded with
+        frozen ones up to a multiple of ceil(B / buckets) rows, so a GPU sees at most `buckets`
+        shapes) and the loop ends when none is left. Per example the result is the masked
+        loop's (the whole batch every step, frozen rows left in place): the noise is still drawn
+        for the whole batch and indexed, and the draws of skipped steps are still made, so the
+        random stream is unchanged. buckets=0, or a model with a submodule in train mode (batch
+        statistics couple the examples), runs the masked loop.
     noise: std of Gaussian noise added to every step (FAT's omega).
     """
     x = x.detach()  # the result is a constant: no graph back to the caller's x through projection
     x_adv = x_init.detach().clone()
+    target = y if target is None else target
     active = torch.ones(len(x), dtype=torch.bool, device=x.device)
     budget = None if budget is None else budget.clone()
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        logits = model(x_adv)
-        loss = loss_fn(logits, y)
-        (grad,) = torch.autograd.grad(loss.sum(), x_adv)
-        x_adv = x_adv.detach()
-        wrong = logits.detach().argmax(1) != y
+    compact = budget is not None and buckets > 0 and not any(m.training for m in model.modules())
+    for done in range(steps):
+        rows = rows_to_run(active, buckets) if compact else None
+        if rows is not None and not len(rows):  # all frozen
+            for _ in range(steps - done if noise else 0):  # the draws the masked loop would make
+                torch.randn(x.shape, device=x.device, generator=generator)
+            break
+        xs, x0, ys, ts = _take(rows, x_adv, x, y, target)
+        xs.requires_grad_(True)
+        logits = model(xs)
+        loss = loss_fn(logits, ts)
+        (grad,) = torch.autograd.grad(loss.sum(), xs)
+        xs = xs.detach()
+        wrong = logits.detach().argmax(1) != ys
         if best is not None:
-            best.update(x_adv, wrong, loss.detach())
-        if budget is not None:
-            active &= ~(wrong & (budget <= 0))
-            budget -= (active & wrong).long()
+            best.update(xs, wrong, loss.detach(), rows)
         step = step_size * grad.sign()
         if noise:
-            step += noise * torch.randn(x.shape, device=x.device, generator=generator)
-        moved = project(x_adv + step, x, eps)
-        x_adv = torch.where(active.view(-1, *[1] * (x.ndim - 1)), moved, x_adv)
+            z = torch.randn(x.shape, device=x.device, generator=generator)
+            step += noise * (z if rows is None else z[rows])
+        moved = project(xs + step, x0, eps)
+        if budget is not None:
+            moving = spend_budget(active, budget, wrong, rows)
+            moved = torch.where(moving.view(-1, *[1] * (x.ndim - 1)), moved, xs)
+        if rows is None:
+            x_adv = moved
+        else:
+            x_adv[rows] = moved
     if best is None:
         return x_adv
-    with torch.no_grad():
-        logits = model(x_adv)
-        best.update(x_adv, logits.argmax(1) != y, loss_fn(logits, y))
+    rows = rows_to_run(active, buckets) if compact else None
+    if rows is None or len(rows):
+        xs, ys, ts = _take(rows, x_adv, y, target)
+        with torch.no_grad():
+            logits = model(xs)
+            best.update(xs, logits.argmax(1) != ys, loss_fn(logits, ts), rows)
     return best.x
+
+
+def _take(rows: torch.Tensor | None, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return tensors if rows is None else tuple(t[rows] for t in tensors)
+
+
+def rows_to_run(active: torch.Tensor, buckets: int) -> torch.Tensor | None:
+    """The active rows, padded with frozen ones up to a multiple of ceil(B / buckets) rows (empty
+    when none is active); None when that is the whole batch. One host sync."""
+    count, b = int(active.sum()), len(active)
+    if count == b:
+        return None
+    bucket = -(-b // buckets)
+    size = min(b, -(-count // bucket) * bucket)
+    return None if size == b else torch.argsort((~active).byte(), stable=True)[:size]
+
+
+def spend_budget(active: torch.Tensor, budget: torch.Tensor, wrong: torch.Tensor,
+                 rows: torch.Tensor | None) -> torch.Tensor:
+    """FAT's rule on `rows` (None: all), in place: misclassified with no budget left -> frozen;
+    misclassified and still active -> one unit spent. Returns which of `rows` move this step."""
+    moving = active if rows is None else active[rows]
+    left = budget if rows is None else budget[rows]
+    moving = moving & ~(wrong & (left <= 0))
+    left = left - (moving & wrong).long()
+    if rows is None:
+        active.copy_(moving)
+        budget.copy_(left)
+    else:
+        active[rows], budget[rows] = moving, left
+    return moving
 
 
 class BestIterate:
@@ -100,11 +160,24 @@ class BestIterate:
         self.wrong = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         self.loss = torch.full((len(x),), float("-inf"), device=x.device)
 
-    def update(self, x: torch.Tensor, wrong: torch.Tensor, loss: torch.Tensor) -> None:
-        better = (wrong & ~self.wrong) | ((wrong == self.wrong) & (loss > self.loss))
-        self.x = torch.where(better.view(-1, *[1] * (x.ndim - 1)), x, self.x)
-        self.wrong |= wrong
-        self.loss = torch.where(better, loss, self.loss)
+    def update(self, x: torch.Tensor, wrong: torch.Tensor, loss: torch.Tensor,
+               rows: torch.Tensor | None = None) -> None:
+        """Offer the iterates `x` of batch rows `rows` (None: all rows, in order)."""
+        if rows is None:
+            self.x, self.wrong, self.loss = _keep_better((self.x, self.wrong, self.loss), x, wrong, loss)
+            return
+        seen = (self.x[rows], self.wrong[rows], self.loss[rows])
+        merged = _keep_better(seen, x, wrong, loss)
+        self.x, self.wrong, self.loss = (t.index_copy(0, rows, m) for t, m in
+                                         zip((self.x, self.wrong, self.loss), merged))
+
+
+def _keep_better(seen: tuple[torch.Tensor, torch.Tensor, torch.Tensor], x: torch.Tensor,
+                 wrong: torch.Tensor, loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    seen_x, seen_wrong, seen_loss = seen
+    better = (wrong & ~seen_wrong) | ((wrong == seen_wrong) & (loss > seen_loss))
+    return (torch.where(better.view(-1, *[1] * (x.ndim - 1)), x, seen_x), seen_wrong | wrong,
+            torch.where(better, loss, seen_loss))
 
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,

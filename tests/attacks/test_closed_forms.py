@@ -549,14 +549,16 @@ def test_kl_pgd_defaults() -> None:
 
 
 def test_early_stopped_pgd_defaults() -> None:
-    # tau 0, steps of eps/4, at most 10 of them, omega 0.001.
+    # tau 0, steps of 0.007 per 0.031 of eps (the FAT code: 0.007 at 0.031), at most 10 of them,
+    # omega 0.001.
     model, (x, y) = fat_model(), _far()
     kw = dict(random_start="none")
+    step = 0.2 * 0.007 / 0.031
     torch.testing.assert_close(_seeded(early_stopped_pgd, model, x, y, eps=0.2, steps=2, omega=0.0,
-                                       **kw), x + 0.1 * SIGN, atol=ATOL, rtol=0)
+                                       **kw), x + 2 * step * SIGN, atol=ATOL, rtol=0)
     torch.testing.assert_close(_seeded(early_stopped_pgd, model, x, y, eps=0.2, step_size=0.01,
                                        omega=0.0, **kw), x + 0.1 * SIGN, atol=ATOL, rtol=0)
-    noise = (_seeded(early_stopped_pgd, model, x, y, eps=0.2, steps=1, **kw) - x - 0.05 * SIGN)
+    noise = (_seeded(early_stopped_pgd, model, x, y, eps=0.2, steps=1, **kw) - x - step * SIGN)
     assert abs((noise / 0.001).std().item() - 1) < 0.05
     frozen = _seeded(early_stopped_pgd, model, A[None], torch.tensor([0]), eps=0.2, **kw)
     torch.testing.assert_close(frozen[0], A, atol=0, rtol=0)  # tau 0: wrong at start -> frozen

@@ -83,7 +83,8 @@ class DarhtConfig:
     """Training attack F: FAT early-stopped PGD, TRADES KL-PGD, or the official CE-PGD."""
     attack_steps: int = 10
     attack_step_size: float | None = None
-    """None: eps / 4."""
+    """None: the attack's reference step: 0.007 per 0.031 of eps for fat and trades (their
+    reference codes), eps / 4 for ce_pgd."""
     attack_eps: float | None = None
     """None: the threat model's eps (the official code uses 0.031)."""
     fat_tau: int = 0
@@ -147,16 +148,21 @@ class Darht(Stateless):
 
     def loss_terms(self, x: torch.Tensor, y: torch.Tensor, x_in: torch.Tensor,
                    info: StepInfo) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The DARHT loss; with a zero KD weight (the CE-only phase, or kd_scale 0) just the CE
+        term, without running the teachers, and no kd / w_j / kl_j metrics."""
         c = self.cfg
         logits, fmap_BJK = self.ctx.forward(x_in, with_map=True)
-        teacher_JBK = self.ctx.teachers.logits(x_in)
         ce_w, kd_w = phase_weights(c, info.epoch)
+        metrics: dict[str, Any] = {"adv_fraction": self.adv_fraction,
+                                   "train_acc": (logits.argmax(1) == y).float().mean()}
+        if kd_w * c.kd_scale == 0:
+            ce = F.cross_entropy(logits.float(), y)
+            return ce_w * ce, {"ce": ce.detach(), **metrics}
+        teacher_JBK = self.ctx.teachers.logits(x_in)
         loss, parts = darht_loss(logits, fmap_BJK, teacher_JBK, y, kl_direction=c.kl_direction,
                                  weighting=c.weighting, weight_granularity=c.weight_granularity,
                                  ce_weight=ce_w, kd_weight=kd_w * c.kd_scale)
-        metrics: dict[str, Any] = {"ce": parts["ce"].detach(), "kd": parts["kd"].detach(),
-                                   "adv_fraction": self.adv_fraction,
-                                   "train_acc": (logits.argmax(1) == y).float().mean()}
+        metrics.update(ce=parts["ce"].detach(), kd=parts["kd"].detach())
         for j, (w, kl) in enumerate(zip(parts["weights"].mean(0), parts["kl"].mean(0))):
             metrics[f"w_{j}"], metrics[f"kl_{j}"] = w, kl
         return loss, metrics

@@ -3,7 +3,8 @@ Stronger", https://arxiv.org/abs/2002.11242; code zjfheart/Friendly-Adversarial-
 docs/methods.md#fat-and-fat-trades.
 
 x' = early-stopped PGD with per-example budget tau (attacks/early_stop.py): CE loss and uniform
-start (FAT) or KL loss and 0.001 N(0, 1) start (FAT-TRADES); 10 steps, noise omega = 0.001.
+start (FAT) or KL loss and 0.001 N(0, 1) start (FAT-TRADES); 10 steps of 0.007 per 0.031 of eps
+(the reference code's step at its eps 0.031), noise omega = 0.001.
 Loss: CE(f(x'), y) (FAT) or the TRADES loss with beta = 6 (FAT-TRADES).
 tau = tau + #(milestones m with epoch1 > m), epoch1 the 1-based epoch: FAT 0/1/2 over epochs
 1-50 / 51-90 / 91+ (milestones 50, 90); FAT-TRADES 0/1/2/3 at <=30/<=50/<=70/after.
@@ -32,7 +33,7 @@ class FatConfig:
     """1-based epochs after which tau grows by one."""
     steps: int = 10
     step_size: float | None = None
-    """None: eps / 4 (the reference: 0.007 at eps 0.031)."""
+    """None: the reference code's 0.007 at eps 0.031, scaled with eps (0.00708 at 8/255)."""
     eps: float | None = None
     omega: float = 0.001
     beta: float = 6.0

@@ -3,8 +3,9 @@ docs/methods.md#trades.
 
 L = CE(f(x), y) + beta * batchmean KL(p(f(x)) || p(f(x'))), beta = 6, gradient through both
 terms; x' maximizes the summed KL against the model's own clean prediction (model in eval mode):
-start x + 0.001 N(0, 1), 10 steps. Paper profile: eps and step eps/4 from the threat model;
-official profile: the reference code's eps 0.031 and step 0.007.
+start x + 0.001 N(0, 1), 10 steps of 0.007 per 0.031 of eps (the reference code's step at its eps
+0.031). Paper profile: eps from the threat model; official profile: the reference code's eps 0.031
+and step 0.007.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from attacks import kl_pgd
+from attacks.pgd import ZHANG_STEP_PER_EPS
 from trainers.configs import check
 from trainers.methods.base import (MethodContext, MethodDef, StepInfo, Stateless, attack_eps,
                                    kl_per_example, register)
@@ -26,7 +28,7 @@ class TradesConfig:
     beta: float = 6.0
     steps: int = 10
     step_size: float | None = None
-    """None: eps / 4."""
+    """None: the reference code's 0.007 at eps 0.031, scaled with eps (0.00708 at 8/255)."""
     eps: float | None = None
     """Attack radius; None: the threat model's eps."""
 
@@ -47,10 +49,12 @@ def trades_loss(logits_clean: torch.Tensor, logits_adv: torch.Tensor, y: torch.T
 
 def craft_trades(ctx: MethodContext, x: torch.Tensor, *, eps: float, steps: int,
                  step_size: float | None) -> torch.Tensor:
+    """TRADES's KL-PGD on the student in eval mode; step_size None: ZHANG_STEP_PER_EPS * eps."""
+    step = ZHANG_STEP_PER_EPS * eps if step_size is None else step_size
     with eval_mode(ctx.student):
         with torch.no_grad():
             target = torch.softmax(ctx.student(x).float(), dim=1)
-        return kl_pgd(ctx.student, x, target_probs=target, eps=eps, steps=steps, step_size=step_size)
+        return kl_pgd(ctx.student, x, target_probs=target, eps=eps, steps=steps, step_size=step)
 
 
 class Trades(Stateless):

@@ -164,10 +164,40 @@ def test_fat_inner_max_is_early_stopped_pgd_with_the_current_tau(name: str, loss
     got = method.inner_max(x, y, StepInfo(95, 0, 1.0))
     torch.manual_seed(6)
     with eval_mode(student):
-        want = early_stopped_pgd(student, x, y, eps=0.2, tau=tau_at(cfg, 95), step_size=0.05, steps=3,
-                                 omega=0.001, loss=loss, random_start=start)
+        want = early_stopped_pgd(student, x, y, eps=0.2, tau=tau_at(cfg, 95), step_size=0.2 * 0.007 / 0.031,
+                                 steps=3, omega=0.001, loss=loss, random_start=start)
     assert tau_at(cfg, 95) == (2 if name == "fat" else 3)
     assert torch.equal(got, want)
+
+
+def reference_inner_max(name: str, student, x, y, *, eps: float, step: float, steps: int) -> torch.Tensor:
+    with eval_mode(student):
+        if name == "pgd_at":
+            return pgd(student, x, y, eps=eps, step_size=step, steps=steps, random_start="uniform", keep_best=False)
+        if name == "trades":
+            with torch.no_grad():
+                target = torch.softmax(student(x), 1)
+            return kl_pgd(student, x, target_probs=target, eps=eps, step_size=step, steps=steps)
+        return early_stopped_pgd(student, x, y, eps=eps, tau=0, step_size=step, steps=steps, omega=0.001,
+                                 loss="ce" if name == "fat" else "kl")
+
+
+@pytest.mark.parametrize("name,step", [("trades", 0.007 / 0.031 * 8 / 255), ("fat", 0.007 / 0.031 * 8 / 255),
+                                       ("fat_trades", 0.007 / 0.031 * 8 / 255), ("pgd_at", 2 / 255)])
+def test_default_attack_steps_are_the_references(name: str, step: float, batch) -> None:
+    """At eps 8/255: TRADES, FAT and FAT-TRADES step 0.007 per 0.031 of eps (their codes: 0.007 at
+    0.031), PGD-AT 2/255; the other of the two steps gives a different x'."""
+    student = tiny_cnn(8).train()
+    mdef, cfg = parse_method({"name": name, "steps": 3})
+    method = mdef.build(cfg, MethodContext(student=student, forward=student, eps=8 / 255, num_classes=10))
+    x, y = batch
+    torch.manual_seed(9)
+    got = method.inner_max(x, y, StepInfo(0, 0, 1.0))
+    other = 2 / 255 if name != "pgd_at" else 0.007 / 0.031 * 8 / 255
+    for candidate, same in ((step, True), (other, False)):
+        torch.manual_seed(9)
+        want = reference_inner_max(name, student, x, y, eps=8 / 255, step=candidate, steps=3)
+        assert torch.equal(got, want) == same
 
 
 def test_pgd_at_inner_max_is_uniform_start_ce_pgd(batch) -> None:
