@@ -21,6 +21,7 @@ from attacks.metrics import count, mann_whitney, trial_indices, w_robust, w_robu
 from orchestrator.eval_pool import EvalTask, run_local, run_pool
 from orchestrator.ray_env import init_ray
 from orchestrator.results import ResultsStore, unpack_mask
+from orchestrator.sanity import SanityParams, SanityTask, plan_sanity, print_progress, sanity_row
 from orchestrator.teacher_registry import localize
 from trainers.checkpoint import checkpoint_dir, read_document
 from trainers.configs import ConfigError
@@ -84,11 +85,14 @@ def plan(targets: list[Target], *, data: dict[str, Any], split: str, specs: list
 
 
 def execute(tasks: list[EvalTask], store: ResultsStore, *, sweep: str, actors: int = 1, cpus_per_actor: float = 1.0,
-            gpus_per_actor: float = 0.0, local: bool = False, progress: bool = True) -> int:
-    """Run the tasks whose rows are not in the store yet; returns how many ran."""
+            gpus_per_actor: float = 0.0, local: bool = False, progress: bool = True,
+            sanity: SanityParams | None = SanityParams()) -> int:
+    """Run the tasks whose rows are not in the store yet, and the sanity checks of every evaluated
+    checkpoint (orchestrator.sanity) unless `sanity` is None; returns how many suite tasks ran."""
     store.append([{"key": f"plan/{sweep}", "kind": "plan", "sweep": sweep, "metrics": {"tasks": plan_entries(tasks)}}])
+    checks = [] if sanity is None else plan_sanity(tasks, store, sweep=sweep, params=sanity)
     done = store.keys(kind="eval")
-    pending = [t for t in tasks if t.key not in done]  # a clean row lands with its shard's first attack row
+    pending = checks + [t for t in tasks if t.key not in done]  # a clean row lands with its shard's first attack row
     if not pending:
         return 0
     if not local:
@@ -96,6 +100,11 @@ def execute(tasks: list[EvalTask], store: ResultsStore, *, sweep: str, actors: i
     results: Iterable = run_local(pending) if local else run_pool(
         pending, actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor)
     for i, (task, res) in enumerate(results, 1):
+        if isinstance(task, SanityTask):
+            store.append([sanity_row(task, res, sweep)])
+            if progress:
+                print_progress(task, res)
+            continue
         rows = [_row(task, res, sweep)]
         if task.clean_key not in done:
             done.add(task.clean_key)
@@ -106,7 +115,7 @@ def execute(tasks: list[EvalTask], store: ResultsStore, *, sweep: str, actors: i
             bar = "#" * (20 * i // len(pending))
             print(f"\r[{bar:<20}] {i}/{len(pending)} tasks  {task.run} {task.spec.display} shard {task.shard}"
                   f" ({res['seconds']:.1f}s)", end="" if i < len(pending) else "\n", file=sys.stderr, flush=True)
-    return len(pending)
+    return len(pending) - len(checks)
 
 
 def _row(task: EvalTask, res: dict[str, Any], sweep: str) -> dict[str, Any]:
@@ -115,7 +124,8 @@ def _row(task: EvalTask, res: dict[str, Any], sweep: str) -> dict[str, Any]:
             "shard": task.shard, "n": res["n"], "correct": res["robust_correct"], "mask": res["robust"],
             "metrics": {"checkpoint": task.checkpoint, "checkpoint_id": task.checkpoint_id, "seed": task.shard_seed,
                         "start": task.start, "stop": task.stop, "batch_size": task.batch_size,
-                        "seconds": res["seconds"], "autoattack_version": AUTOATTACK_VERSION}}
+                        "seconds": res["seconds"], "autoattack_version": AUTOATTACK_VERSION,
+                        "library_warnings": res.get("warnings", [])}}
 
 
 def plan_entries(tasks: list[EvalTask]) -> list[dict[str, Any]]:

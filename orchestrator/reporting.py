@@ -14,13 +14,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from orchestrator.evaluation import read_summary  # noqa: E402
 from orchestrator.results import ResultsStore  # noqa: E402
+from orchestrator.sanity_report import (CURVE_FIGURE, read_verdicts, robustness_curves_png,  # noqa: E402
+                                        sanity_csv_rows, sanity_markdown)
 from orchestrator.storage import Storage  # noqa: E402
 from orchestrator.sweeping import MULTI_METRICS, SINGLE_METRIC, pareto_front  # noqa: E402
 
 
 def build_report(storage: Storage, sweep: str) -> str:
-    """Write reports/<sweep>/{report.md, evaluation.csv, trials.csv, pareto.png, w_robust.png};
-    return the Markdown text."""
+    """Write reports/<sweep>/{report.md, evaluation.csv, trials.csv, pareto.png, w_robust.png,
+    sanity.csv, robustness_curves.png}; return the Markdown text."""
     store = ResultsStore(storage)
     summary = read_summary(store, sweep)
     trials = sorted(store.read(kind="trial", sweep=sweep), key=lambda t: -_final(t, SINGLE_METRIC))
@@ -43,7 +45,11 @@ def build_report(storage: Storage, sweep: str) -> str:
         storage.write_bytes(_pareto_png(trial_rows), *folder, "pareto.png")
     if summary:
         storage.write_bytes(_w_robust_png(summary), *folder, "w_robust.png")
-    text = _markdown(sweep, summary, trial_rows, storage)
+    verdicts = read_verdicts(store, sweep)
+    if verdicts:
+        storage.write_bytes(robustness_curves_png(verdicts), *folder, CURVE_FIGURE)
+        storage.write_bytes(_csv(sanity_csv_rows(verdicts)), *folder, "sanity.csv")
+    text = _markdown(sweep, summary, trial_rows, storage) + sanity_markdown(verdicts)
     storage.write_bytes(text.encode(), *folder, "report.md")
     return text
 

@@ -59,9 +59,12 @@ class EvalConfig:
     actors: int = 2
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
+    sanity_points: int = 200
+    """Subsample of the sanity checks of every evaluated checkpoint (orchestrator.sanity); 0: off."""
 
     def __post_init__(self) -> None:
         check(self.top_n >= 0, "top_n", f"must be >= 0, got {self.top_n}")
+        check(self.sanity_points >= 0, "sanity_points", f"must be >= 0 (0: off), got {self.sanity_points}")
         check(self.actors >= 1, "actors", f"must be >= 1, got {self.actors}")
 
 
