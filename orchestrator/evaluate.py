@@ -44,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sanity-points", type=int, default=200,
                    help="subsample of the sanity checks (default 200); 0 turns them off")
     args = p.parse_args(argv)
+    sanity = sanity_params(args.sanity_points)
     storage = Storage(args.storage)
     registry = TeacherRegistry(storage)
     targets = [Target(registry.resolve(ref), "/".join(Path(ref).parts[-2:]) if Path(ref).exists() else ref)
@@ -56,10 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                  seed=args.seed, batch_size=args.batch_size, eps=args.eps)
     store = ResultsStore(storage)
     ran = execute(tasks, store, sweep=args.name, actors=args.actors, cpus_per_actor=args.cpus_per_actor,
-                  gpus_per_actor=args.gpus_per_actor, local=args.local, sanity=sanity_params(args.sanity_points))
+                  gpus_per_actor=args.gpus_per_actor, local=args.local, sanity=sanity)
     print(f"{ran} task(s) run, {len(tasks) - ran} reused from {storage.uri}")
     print(format_table(read_summary(store, args.name)))
-    if args.sanity_points:
+    if sanity is not None:
         print(format_verdicts(read_verdicts(store, args.name)))
     if args.trials:
         print(repeated_trials(read_masks(store, args.name), trials=args.trials, size=args.trial_size, seed=args.seed))
