@@ -155,9 +155,9 @@ def test_unbounded_fires_on_quantized_inputs(cnn, points):
 
 def test_steps_check_flags_a_weak_one_step_pgd(cnn, points):
     strong = FAST.strong(EPS)
-    clean_kw = dict(seed=0, batch_size=BATCH)
-    weak = robust_correct(cnn, *points, pgd(steps=1, step_size=EPS / 10), **clean_kw)
-    strong_mask = robust_correct(cnn, *points, strong, **clean_kw)
+    kw = dict(seed=0, batch_size=BATCH)
+    weak = robust_correct(cnn, *points, pgd(steps=1, step_size=EPS / 10), **kw)
+    strong_mask = robust_correct(cnn, *points, strong, **kw)
     flag = steps_flag(weak, strong_mask, "PGD-1", strong.display)
     assert flag.status == "warn" and "PGD-1 is too weak" in flag.reason
 
