@@ -41,7 +41,7 @@ def black_box_flag(masks: Mapping[str, torch.Tensor], kinds: Mapping[str, str]) 
     figures = {"square_only": only, "n": n, "threshold": SQUARE_SHARE}
     if only > SQUARE_SHARE * n:
         return Flag("black_box", "warn", f"Square breaks {share(only, n)} that no gradient attack breaks "
-                    f"(AutoAttack's threshold {SQUARE_SHARE:.1%}): gradient masking", figures)
+                    f"(AutoAttack's threshold {SQUARE_SHARE:.1%}): possible gradient masking", figures)
     return Flag("black_box", "ok", f"Square alone breaks {share(only, n)}", figures)
 
 

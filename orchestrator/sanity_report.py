@@ -109,7 +109,7 @@ def sanity_csv_rows(verdicts: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def robustness_curves_png(verdicts: list[dict[str, Any]]) -> bytes:
-    """Accuracy vs eps (PGD on the subsample), one line per evaluated model and teacher."""
+    """Accuracy vs eps (PGD on the subsample), one line per evaluated model and teacher (dashed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,7 +117,7 @@ def robustness_curves_png(verdicts: list[dict[str, Any]]) -> bytes:
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for v in verdicts:
-        style = "--" if v["role"] == "teacher" else "-"
+        style = "--" if v["role"] == "teacher" or v["run"].startswith("teacher:") else "-"
         ax.plot(v["curve"]["eps"], v["curve"]["accuracy"], style, marker="o", label=v["run"])
     eps = verdicts[0]["eps"]
     ax.axvline(eps, color="grey", lw=0.8, ls=":")
