@@ -9,8 +9,9 @@ clock time), and the global RNG is restored afterwards (the library reseeds it o
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Literal, Sequence
+from typing import Iterator, Literal, Sequence
 
 import pyautoattack
 import torch
@@ -21,7 +22,31 @@ from attacks.pgd import require_eval_mode
 
 VERSION = pyautoattack.__version__
 COMPONENTS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square")
-logging.getLogger("auto-attack").setLevel(logging.WARNING)
+LOGGER = logging.getLogger("auto-attack")
+LOGGER.setLevel(logging.WARNING)
+
+
+class _Collect(logging.Handler):
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__(logging.WARNING)
+        self.messages = messages
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def library_warnings() -> Iterator[list[str]]:
+    """Collect the messages of the library's own checks (a randomized model, probabilities instead
+    of logits, zero gradients, Square beating the cascade, ...), which it logs to its
+    'auto-attack' logger and nothing would record otherwise."""
+    messages: list[str] = []
+    handler = _Collect(messages)
+    LOGGER.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        LOGGER.removeHandler(handler)
 
 
 def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, seed: int,

@@ -17,6 +17,7 @@ import torch
 from ray.util import ActorPool
 
 from attacks import AttackSpec
+from attacks.autoattack import library_warnings
 from attacks.evaluate import clean_correct, robust_correct
 from orchestrator.results import pack_mask
 from orchestrator.teacher_registry import localize
@@ -84,19 +85,22 @@ class Cache:
 
 
 def run_task(task: EvalTask, cache: Cache) -> dict[str, Any]:
-    """Clean and robust per-point correctness of one shard under one attack."""
+    """Clean and robust per-point correctness of one shard under one attack, and the messages of
+    AutoAttack's own checks. Other task types (orchestrator.sanity) run with their `run_on`."""
+    if not isinstance(task, EvalTask):
+        return task.run_on(cache)
     start = time.perf_counter()
     split = cache.dataset(task.data).split(task.split)
     x = as_float(split.x[task.start:task.stop]).to(cache.device)
     y = split.y[task.start:task.stop].to(cache.device)
     model = cache.model(task.checkpoint)
-    with eval_mode(model):
+    with eval_mode(model), library_warnings() as warnings:
         clean = clean_correct(model, x, y, task.batch_size)
         robust = robust_correct(model, x, y, task.spec, seed=task.shard_seed, batch_size=task.batch_size,
                                 clean=clean)
     return {"key": task.key, "n": len(y), "clean": pack_mask(clean), "robust": pack_mask(robust),
             "clean_correct": int(clean.sum()), "robust_correct": int(robust.sum()),
-            "seconds": time.perf_counter() - start}
+            "warnings": list(dict.fromkeys(warnings)), "seconds": time.perf_counter() - start}
 
 
 @ray.remote

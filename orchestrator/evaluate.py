@@ -14,6 +14,8 @@ from orchestrator.cli import Parser, run_cli
 from orchestrator.evaluation import (Target, execute, format_table, load_suite, plan, read_masks, read_summary,
                                      repeated_trials)
 from orchestrator.results import ResultsStore
+from orchestrator.sanity import sanity_params
+from orchestrator.sanity_report import format_verdicts, read_verdicts
 from orchestrator.storage import Storage
 from orchestrator.teacher_registry import TeacherRegistry, localize
 from trainers.checkpoint import checkpoint_dir, read_document
@@ -39,7 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--local", action="store_true", help="run in this process instead of the actor pool")
     p.add_argument("--trials", type=int, default=0, help="repeated trials (DARHT: 30) with a Mann-Whitney test")
     p.add_argument("--trial-size", type=int, default=1000, help="points per trial (DARHT: 1000)")
+    p.add_argument("--sanity-points", type=int, default=200,
+                   help="subsample of the sanity checks (default 200); 0 turns them off")
     args = p.parse_ray_args(argv)
+    sanity = sanity_params(args.sanity_points)
     storage = Storage(args.storage)
     registry = TeacherRegistry(storage)
     targets = [Target(registry.resolve(ref), "/".join(Path(ref).parts[-2:]) if Path(ref).exists() else ref)
@@ -52,9 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                  seed=args.seed, batch_size=args.batch_size, eps=args.eps)
     store = ResultsStore(storage)
     ran = execute(tasks, store, sweep=args.name, actors=args.actors, cpus_per_actor=args.cpus_per_actor,
-                  gpus_per_actor=args.gpus_per_actor, local=args.local)
+                  gpus_per_actor=args.gpus_per_actor, local=args.local, sanity=sanity)
     print(f"{ran} task(s) run, {len(tasks) - ran} reused from {storage.uri}")
     print(format_table(read_summary(store, args.name)))
+    if sanity is not None:
+        print(format_verdicts(read_verdicts(store, args.name)))
     if args.trials:
         print(repeated_trials(read_masks(store, args.name), trials=args.trials, size=args.trial_size, seed=args.seed))
     return 0

@@ -21,6 +21,7 @@ from orchestrator import console
 from orchestrator.eval_pool import EvalTask, run_local, run_pool
 from orchestrator.ray_env import init_ray
 from orchestrator.results import ResultsStore, unpack_mask
+from orchestrator.sanity import SanityParams, SanityTask, plan_sanity, sanity_line, sanity_row
 from orchestrator.teacher_registry import localize
 from trainers.checkpoint import checkpoint_dir, read_document
 from trainers.configs import ConfigError
@@ -84,13 +85,15 @@ def plan(targets: list[Target], *, data: dict[str, Any], split: str, specs: list
 
 
 def execute(tasks: list[EvalTask], store: ResultsStore, *, sweep: str, actors: int = 1, cpus_per_actor: float = 1.0,
-            gpus_per_actor: float = 0.0, local: bool = False) -> int:
-    """Run the tasks whose rows are not in the store yet; returns how many ran."""
+            gpus_per_actor: float = 0.0, local: bool = False, sanity: SanityParams | None = SanityParams()) -> int:
+    """Run the tasks whose rows are not in the store yet, and the sanity checks of every evaluated
+    checkpoint (orchestrator.sanity) unless `sanity` is None; returns how many suite tasks ran."""
     threat = {"dataset": tasks[0].data["name"], "split": tasks[0].split, "eps": tasks[0].spec.params["eps"]} if tasks else {}
     store.append([{"key": f"plan/{sweep}", "kind": "plan", "sweep": sweep,
                    "metrics": {"tasks": plan_entries(tasks), **threat}}])
+    checks = [] if sanity is None else plan_sanity(tasks, store, sweep=sweep, params=sanity)
     done = store.keys(kind="eval")
-    pending = [t for t in tasks if t.key not in done]  # a clean row lands with its shard's first attack row
+    pending = checks + [t for t in tasks if t.key not in done]  # a clean row lands with its shard's first attack row
     if not pending:
         return 0
     if not local:
@@ -99,6 +102,11 @@ def execute(tasks: list[EvalTask], store: ResultsStore, *, sweep: str, actors: i
         pending, actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor)
     with console.progress(len(pending), "evaluation", "tasks") as bar:
         for task, res in results:
+            bar.update(1)
+            if isinstance(task, SanityTask):
+                store.append([sanity_row(task, res, sweep)])
+                console.say(sanity_line(task, res))
+                continue
             rows = [_row(task, res, sweep)]
             if task.clean_key not in done:
                 done.add(task.clean_key)
@@ -107,8 +115,7 @@ def execute(tasks: list[EvalTask], store: ResultsStore, *, sweep: str, actors: i
             store.append(rows)
             bar.set_postfix_str(f"{task.run} {task.spec.display} shard {task.shard} ({res['seconds']:.1f} s)",
                                 refresh=False)
-            bar.update(1)
-    return len(pending)
+    return len(pending) - len(checks)
 
 
 def _row(task: EvalTask, res: dict[str, Any], sweep: str) -> dict[str, Any]:
@@ -117,7 +124,8 @@ def _row(task: EvalTask, res: dict[str, Any], sweep: str) -> dict[str, Any]:
             "shard": task.shard, "n": res["n"], "correct": res["robust_correct"], "mask": res["robust"],
             "metrics": {"checkpoint": task.checkpoint, "checkpoint_id": task.checkpoint_id, "seed": task.shard_seed,
                         "start": task.start, "stop": task.stop, "batch_size": task.batch_size,
-                        "seconds": res["seconds"], "autoattack_version": AUTOATTACK_VERSION}}
+                        "seconds": res["seconds"], "autoattack_version": AUTOATTACK_VERSION,
+                        "library_warnings": res.get("warnings", [])}}
 
 
 def plan_entries(tasks: list[EvalTask]) -> list[dict[str, Any]]:

@@ -16,13 +16,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 from orchestrator.console import percent  # noqa: E402
 from orchestrator.evaluation import read_summary  # noqa: E402
 from orchestrator.results import ResultsStore  # noqa: E402
+from orchestrator.sanity_report import (CURVE_FIGURE, read_verdicts, robustness_curves_png,  # noqa: E402
+                                        sanity_csv_rows, sanity_markdown)
 from orchestrator.storage import Storage  # noqa: E402
 from orchestrator.sweeping import MULTI_METRICS, SINGLE_METRIC, pareto_front  # noqa: E402
 
 
 def build_report(storage: Storage, sweep: str) -> str:
-    """Write reports/<sweep>/{report.md, evaluation.csv, trials.csv, pareto.png, w_robust.png};
-    return the Markdown text."""
+    """Write reports/<sweep>/{report.md, evaluation.csv, trials.csv, pareto.png, w_robust.png,
+    sanity.csv, robustness_curves.png}; return the Markdown text."""
     store = ResultsStore(storage)
     summary = read_summary(store, sweep)
     trials = sorted(store.read(kind="trial", sweep=sweep), key=lambda t: -_final(t, SINGLE_METRIC))
@@ -46,10 +48,14 @@ def build_report(storage: Storage, sweep: str) -> str:
         storage.write_bytes(_pareto_png(trial_rows), *folder, "pareto.png")
     if summary:
         storage.write_bytes(_w_robust_png(summary), *folder, "w_robust.png")
+    verdicts = read_verdicts(store, sweep)
+    if verdicts:
+        storage.write_bytes(robustness_curves_png(verdicts), *folder, CURVE_FIGURE)
+        storage.write_bytes(_csv(sanity_csv_rows(verdicts)), *folder, "sanity.csv")
     plans = store.read(kind="plan", sweep=sweep)
     teachers = store.read(kind="teachers", sweep=sweep)
     text = _markdown(sweep, summary, trial_rows, storage, plans[0]["metrics"] if plans else {},
-                     teachers[0]["metrics"]["teachers"] if teachers else [])
+                     teachers[0]["metrics"]["teachers"] if teachers else [], sanity_markdown(verdicts))
     storage.write_bytes(text.encode(), *folder, "report.md")
     return text
 
@@ -84,7 +90,7 @@ def _teachers(teachers: list[dict[str, Any]]) -> list[str]:
 
 
 def _markdown(sweep: str, summary: list[dict[str, Any]], trials: list[dict[str, Any]], storage: Storage,
-              plan: dict[str, Any], teachers: list[dict[str, Any]]) -> str:
+              plan: dict[str, Any], teachers: list[dict[str, Any]], sanity: str) -> str:
     lines = [f"# Sweep `{sweep}`", "", *_threat_model(plan),
              "## Test-split robustness of the selected trials and baselines", ""]
     attacks = list(dict.fromkeys(a for e in summary for a in e["attacks"]))
@@ -102,7 +108,7 @@ def _markdown(sweep: str, summary: list[dict[str, Any]], trials: list[dict[str, 
         lines.append(f"| {t['trial']}{status} | {t['method']} | {t['teachers']} | {t['val_clean']:.2%} | {t['val_pgd']:.2%} | "
                      f"{t['val_w_robust']:.2%} | {'yes' if t['pareto'] else ''} | {t['params']} |")
     tb = storage.uri_of("tensorboard", sweep)
-    lines += ["", f"Files: {storage.uri_of('reports', sweep)}/", f"Compare trials: `tensorboard --logdir {tb}`", ""]
+    lines += [sanity, "", f"Files: {storage.uri_of('reports', sweep)}/", f"Compare trials: `tensorboard --logdir {tb}`", ""]
     return "\n".join(lines)
 
 

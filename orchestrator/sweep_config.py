@@ -61,10 +61,13 @@ class EvalConfig:
     actors: int = 2
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
+    sanity_points: int = 200
+    """Subsample of the sanity checks of every evaluated checkpoint (orchestrator.sanity); 0: off."""
 
     def __post_init__(self) -> None:
         resolve_fields(self, suite=absolute_if_path, baselines=absolute_if_path)
         check(self.top_n >= 0, "top_n", f"must be >= 0, got {self.top_n}")
+        check(self.sanity_points >= 0, "sanity_points", f"must be >= 0 (0: off), got {self.sanity_points}")
         check(self.actors >= 1, "actors", f"must be >= 1, got {self.actors}")
 
 

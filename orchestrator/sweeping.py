@@ -21,6 +21,7 @@ from orchestrator.pretraining import PretrainConfig, pretrain
 from orchestrator.ray_env import check_fits, driver_resources, init_ray
 from orchestrator.ray_train import run_training
 from orchestrator.results import ResultsStore
+from orchestrator.sanity import sanity_params
 from orchestrator.storage import Storage
 from orchestrator.sweep_config import SweepConfig, trial_config, validate
 from orchestrator.tensorboard import flat_hparams
@@ -114,7 +115,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False) -> list[dict[str, Any]]
     tasks = plan(targets, data=cfg.data.dataset_kwargs(), split="test", specs=specs, shard_size=e.shard_size,
                  seed=e.seed, batch_size=e.batch_size)
     execute(tasks, store, sweep=cfg.name, actors=e.actors, cpus_per_actor=e.cpus_per_actor,
-            gpus_per_actor=e.gpus_per_actor)
+            gpus_per_actor=e.gpus_per_actor, sanity=sanity_params(e.sanity_points))
     return tasks
 
 

@@ -228,7 +228,9 @@ def _sidecar(run: Run, record: dict[str, Any]) -> dict[str, Any]:
     metrics = {k: v for k, v in record.items() if isinstance(v, (int, float))}
     return model_sidecar(run.model, dataset=run.data.info.name, method=run.method_record, metrics=metrics,
                          config_hash=config_hash(run.cfg),
-                         extra={"threat_eps": run.eps, "teachers": list(run.cfg.teachers), "seed": run.cfg.seed})
+                         extra={"threat_eps": run.eps, "teachers": list(run.cfg.teachers), "seed": run.cfg.seed,
+                                "selection": f"val_{run.cfg.validation.select}",
+                                "batch": {"per_worker": run.cfg.data.batch_size, "workers": run.dist.world_size}})
 
 
 def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:

@@ -1,0 +1,136 @@
+"""Sanity rows of an evaluation: one per checkpoint (and per teacher of a student, for its
+curve), stored next to the suite's rows, reused by a re-run, shown by orchestrator.evaluate and
+in the report; the pool's result equals the single-process one."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from attacks.sanity import SanityParams
+from orchestrator import evaluate
+from orchestrator.cli import run_cli
+from orchestrator.eval_pool import run_local, run_pool
+from orchestrator.evaluation import Target, execute, load_suite, plan
+from orchestrator.reporting import build_report
+from orchestrator.results import ResultsStore
+from orchestrator.sanity import plan_sanity
+from orchestrator.sanity_report import CHECKS, format_verdicts, read_verdicts
+from orchestrator.storage import Storage
+from trainers.checkpoint import save_model
+from trainers.data import as_float, load_dataset
+from trainers.models import DataCfg, build_model
+
+pytestmark = pytest.mark.timeout(300)
+REPO = Path(__file__).resolve().parents[2]
+SMALL = SanityParams(points=40, curve_steps=5, unbounded_steps=20, strong_steps=20, strong_restarts=1,
+                     transfer_steps=5)
+SELECTED = {"extra": {"selection": "val_w_robust"}, "metrics": {"is_best": True, "epoch": 3}}
+
+
+def train_cnn(seed: int, steps: int) -> torch.nn.Module:
+    data = load_dataset("digits")
+    torch.manual_seed(seed)
+    model = build_model("small_cnn", num_classes=10, data_cfg=DataCfg((1, 8, 8), data.info.mean, data.info.std),
+                        width=8, hidden=32)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    x, y = as_float(data.train.x), data.train.y
+    for _ in range(steps):
+        idx = torch.randint(0, len(y), (128,))
+        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """A teacher and a student that records it (as the training loop does), both 'best' checkpoints."""
+    root = tmp_path_factory.mktemp("ck")
+    teacher = save_model(root / "teacher" / "best", train_cnn(1, steps=60), dataset="digits", **SELECTED)
+    student = save_model(root / "student" / "best", train_cnn(0, steps=60), dataset="digits",
+                         extra={**SELECTED["extra"], "teachers": [str(teacher)]}, metrics=SELECTED["metrics"])
+    return student, teacher
+
+
+def tasks_for(student):
+    return plan([Target(str(student), "student")], data={"name": "digits"}, split="test", specs=load_suite("quick"),
+                shard_size=200, seed=0, batch_size=64)
+
+
+def test_rows_stored_reused_and_reported(checkpoints, tmp_path):
+    storage = Storage(tmp_path)
+    store = ResultsStore(storage)
+    tasks = tasks_for(checkpoints[0])
+    assert execute(tasks, store, sweep="ev", local=True, sanity=SMALL) == len(tasks)
+    rows = store.read(kind="sanity")
+    assert sorted(r["run"] for r in rows) == ["student", "teacher:teacher/best"]
+    assert all(r["key"].startswith("sanity/") and r["n"] == 40 for r in rows)
+    assert all(isinstance(r["metrics"]["library_warnings"], list) for r in store.read(kind="eval"))
+    written = {r["key"]: r["written_at"] for r in rows}
+    # A re-run reuses the rows; other check parameters make new ones.
+    assert execute(tasks, store, sweep="ev", local=True, sanity=SMALL) == 0
+    assert {r["key"]: r["written_at"] for r in store.read(kind="sanity")} == written
+    assert plan_sanity(tasks, store, sweep="ev2", params=SanityParams(points=41)) != []
+
+    verdicts = read_verdicts(store, "ev")
+    assert [(v["run"], v["role"]) for v in verdicts] == [("student", "model"), ("teacher:teacher/best", "teacher")]
+    student = {f.check: f for f in verdicts[0]["flags"]}
+    assert tuple(student) == CHECKS
+    assert student["protocol"].status == "ok" and "best val_w_robust on the validation split (epoch 4)" in \
+        student["protocol"].reason
+    assert student["transfer"].status in ("ok", "warn") and student["black_box"].status == "skip"  # quick: no Square
+    assert verdicts[1]["curve"]["eps"] == [0.0, 0.05, 0.1, 0.2, 0.4]
+    printed = format_verdicts(verdicts)
+    assert f"sanity student: {verdicts[0]['verdict'].upper()}" in printed
+
+    text = build_report(storage, "ev")
+    assert "## Sanity checks" in text and "![robustness curves](robustness_curves.png)" in text
+    assert f"| student | **{verdicts[0]['verdict']}** |" in text
+    folder = tmp_path / "reports" / "ev"
+    assert (folder / "robustness_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert "student,model,protocol,ok," in (folder / "sanity.csv").read_text()
+
+
+def test_sanity_can_be_turned_off(checkpoints, tmp_path):
+    store = ResultsStore(Storage(tmp_path))
+    execute(tasks_for(checkpoints[0]), store, sweep="ev", local=True, sanity=None)
+    assert store.read(kind="sanity") == [] and read_verdicts(store, "ev") == []
+    assert "Sanity checks" not in build_report(Storage(tmp_path), "ev")
+
+
+def test_pool_equals_single_process(ray_session, checkpoints, tmp_path):
+    checks = plan_sanity(tasks_for(checkpoints[0]), ResultsStore(Storage(tmp_path)), sweep="ev", params=SMALL)
+    local = {t.key: r for t, r in run_local(checks)}
+    pooled = {t.key: r for t, r in run_pool(checks, actors=1)}
+    assert set(local) == set(pooled) and len(local) == 2
+    for key in local:
+        for field in ("flags", "indices", "whitebox", "transfer", "facts"):
+            assert local[key][field] == pooled[key][field], (key, field)
+
+
+def test_evaluate_prints_verdicts_from_a_fresh_directory(checkpoints, tmp_path):
+    """Default paths (relative storage `runs`), the single-process path, a tiny checkpoint."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "orchestrator.evaluate", "--checkpoints", str(checkpoints[0]), "--suite", "quick",
+           "--local", "--sanity-points", "30"]
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("sanity student/best: ") for line in lines), out.stdout
+    assert any(line.startswith("sanity teacher:teacher/best: ") for line in lines), out.stdout
+    rows = ResultsStore(Storage(tmp_path / "runs")).read(kind="sanity")
+    assert len(rows) == 2 and {r["n"] for r in rows} == {30}
+
+
+def test_bad_sanity_points_is_a_one_line_error(checkpoints, tmp_path, capsys):
+    argv = ["--checkpoints", str(checkpoints[0]), "--storage", str(tmp_path / "runs"), "--sanity-points", "-1"]
+    assert run_cli(evaluate.main, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: sanity_points: must be >= 0") and len(err.splitlines()) == 1
+    assert not (tmp_path / "runs" / "results").exists()
