@@ -10,6 +10,10 @@ import torch
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "120")
+# A plain `ray.init()` (the entry points' own, in this process or in a subprocess) would attach to a
+# cluster another process started on this machine (`ray start`, ray.cluster_utils); tests get
+# their own, as a user's laptop does.
+os.environ.setdefault("RAY_ADDRESS", "local")
 torch.set_num_threads(1)
 
 

@@ -25,7 +25,7 @@ def local_head(tmp_path):
     """A `ray start` head; the session's private Ray is shut down first (two Ray instances on one
     machine confuse Train's placement-group cleaner)."""
     ray.shutdown()
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_AUTH_MODE": "token"}
     subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)
     start = subprocess.run([RAY, "start", "--head", "--port=6390", "--node-ip-address=127.0.0.1", "--num-cpus=2",
                             "--include-dashboard=true", "--dashboard-host=127.0.0.1", "--dashboard-port=8267",

@@ -45,12 +45,14 @@ def test_killed_sweep_resumes_from_checkpoints(tmp_path):
     config.write_text(yaml.safe_dump(spec))
     store = ResultsStore(Storage(tmp_path / "store"))
     existing = set(psutil.pids())
+    log = tmp_path / "driver.log"
     driver = subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", "--config", str(config)],
-                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              start_new_session=True, stdout=log.open("w"), stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 400
         while not any(r["epoch"] >= 2 for r in store.read(kind="epoch", sweep="killed")):
-            assert driver.poll() is None and time.time() < deadline, "the sweep never reached a third epoch"
+            assert driver.poll() is None and time.time() < deadline, (
+                "the sweep never reached a third epoch:\n" + log.read_text()[-3000:])
             time.sleep(1)
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
