@@ -125,3 +125,24 @@ def test_wrn70_16_uses_swish() -> None:
 def test_trades_wrns_use_relu() -> None:
     assert _activations("wrn34_10") == {nn.ReLU}
     assert _activations("wrn28_10") == {nn.ReLU}
+
+
+def mlp_count(inputs: int, hidden: int, depth: int, classes: int = K) -> int:
+    """`depth` hidden Linear layers (weights + biases), then the linear head."""
+    return (inputs * hidden + hidden) + (depth - 1) * (hidden * hidden + hidden) + hidden * classes + classes
+
+
+@pytest.mark.parametrize("data_cfg,inputs", [(DataCfg((1, 8, 8), (0.3,), (0.4,)), 64), (CIFAR, 3072)])
+@pytest.mark.parametrize("hidden,depth", [(256, 2), (64, 1), (128, 3)])
+def test_mlp_count_matches_formula(data_cfg: DataCfg, inputs: int, hidden: int, depth: int) -> None:
+    assert count("mlp", data_cfg, hidden=hidden, depth=depth) == mlp_count(inputs, hidden, depth)
+
+
+def test_mlp_default_on_digits_is_85k() -> None:
+    assert count("mlp", DataCfg((1, 8, 8), (0.3,), (0.4,))) == 64 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10
+
+
+@pytest.mark.parametrize("hidden,depth", [(0, 2), (256, 0)])
+def test_mlp_rejects_empty_layers(hidden: int, depth: int) -> None:
+    with pytest.raises(ValueError, match="depth and hidden must be >= 1"):
+        count("mlp", CIFAR, hidden=hidden, depth=depth)
