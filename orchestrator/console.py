@@ -32,9 +32,9 @@ def trial_label(config: dict[str, Any], trial_id: str) -> str:
 
 
 def trial_line(label: str, teachers: list[str], result: dict[str, Any], seconds: float, status: str = "done") -> str:
-    return (f"trial {label:<22} {status:<8} teachers {'+'.join(teachers):<28} "
-            f"val clean {percent(result.get('best_val_clean'))}  PGD {percent(result.get('best_val_pgd'))}  "
-            f"W-Robust {percent(result.get('best_val_w_robust'))}  ({result.get('epoch', -1) + 1} epochs, {seconds:.0f} s)")
+    return (f"trial {label:<22} {status:<7} val clean {percent(result.get('best_val_clean')):>6}  "
+            f"PGD {percent(result.get('best_val_pgd')):>6}  W-Robust {percent(result.get('best_val_w_robust')):>6}  "
+            f"({result.get('epoch', -1) + 1} epochs, {seconds:.0f} s)  teachers {'+'.join(teachers)}")
 
 
 def teacher_line(metrics: dict[str, Any], status: str) -> str:

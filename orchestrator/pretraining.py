@@ -65,7 +65,7 @@ def _train_all(pending: list[TeacherSpec], storage: Storage, cfg: PretrainConfig
     with progress(len(pending), "teachers", "trained") as bar:
         while waiting:
             (ref,), waiting = ray.wait(waiting, num_returns=1)
-            say(teacher_line(ray.get(ref)["metrics"], f"trained in {time.time() - started:.0f} s"))
+            say(teacher_line(ray.get(ref)["metrics"], f"trained, {time.time() - started:.0f} s into the stage"))
             bar.update(1)
             if queue:
                 waiting.append(task.remote(queue.pop(0), storage.uri, cfg.resources, force))

@@ -39,7 +39,8 @@ def build_report(storage: Storage, sweep: str) -> str:
                    "val_clean": points[i][0], "val_pgd": points[i][1], "val_w_robust": _final(t, SINGLE_METRIC),
                    "pareto": i in front, "error": t["metrics"]["error"] or "",
                    "stopped_early": bool(t["metrics"].get("stopped")),
-                   "params": " ".join(f"{k}={v}" for k, v in sorted(t["metrics"]["params"].items()))}
+                   "params": " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                      for k, v in sorted(t["metrics"]["params"].items()))}
                   for i, t in enumerate(trials)]
     folder = ("reports", sweep)
     storage.write_bytes(_csv(eval_rows), *folder, "evaluation.csv")
