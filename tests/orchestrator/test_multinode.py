@@ -88,6 +88,7 @@ def sim_cluster():
         "num_cpus": 0, "resources": {"train_driver": 8}, "include_dashboard": True,
         "dashboard_port": free_port(), "_system_config": FAST_NODE_DEATH})
     workers = [cluster.add_node(num_cpus=1, resources={f"node_{name}": 1}) for name in "ab"]
+    cluster.wait_for_nodes()
     context = ray.init(address=cluster.address, log_to_driver=False)
     try:
         yield SimCluster(cluster, f"http://{context.dashboard_url}", cluster.head_node.node_id,
@@ -169,6 +170,7 @@ def test_two_worker_distillation_spans_two_nodes_with_single_node_metrics(sim_cl
     assert nodes == sorted(sim_cluster.workers), nodes
     # The reference: the same run with both workers on one 2-CPU node (Train packs its group there).
     single = sim_cluster.cluster.add_node(num_cpus=2, resources={"node_c": 1})
+    sim_cluster.cluster.wait_for_nodes()
     try:
         before = sim_cluster.actors(TRAIN_WORKER)
         one = distill(distill_config(tmp_path / "store", "one_node", teachers["t_at"]))
