@@ -126,7 +126,8 @@ def fake_cluster(tmp_path):
 def untrained_teacher(folder: Path) -> Path:
     info = load_dataset("digits").info
     torch.manual_seed(0)
-    model = build_model("small_cnn", num_classes=10, data_cfg=DataCfg((1, 8, 8), info.mean, info.std), width=4, hidden=16)
+    model = build_model("small_cnn", num_classes=10, data_cfg=DataCfg((1, 8, 8), info.mean, info.std),
+                        width=4, hidden=16)
     return save_model(folder, model.eval(), dataset="digits")
 
 
@@ -177,7 +178,8 @@ class Timeline(threading.Thread):
 def test_pending_trials_start_workers_from_zero_and_idle_ones_go_away(fake_cluster, tmp_path):
     assert worker_nodes() == [], "the head alone: GPU worker types have min_workers 0"
     spec = tiny_sweep(str(tmp_path / "store"), name="autoscaled", num_samples=2)
-    spec["teachers"] = [{"name": "t_at", "checkpoint": str(untrained_teacher(tmp_path / "t_at"))}]  # nothing to pretrain
+    # A teacher given as a checkpoint: nothing to pretrain, so the trials make the first requests.
+    spec["teachers"] = [{"name": "t_at", "checkpoint": str(untrained_teacher(tmp_path / "t_at"))}]
     spec["search"]["options"].update(method=["rslad"], teachers={"candidates": ["t_at"], "count": 1})
     spec["evaluation"].update(baselines=[], actors=1)
     spec["resources"]["autoscaling"] = True
