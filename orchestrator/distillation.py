@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from orchestrator.ray_env import check_fits, init_ray
+from orchestrator.ray_env import check_fits, check_shared_storage, init_ray
 from orchestrator.ray_train import Resources, fetch_artifacts, run_training
 from orchestrator.storage import Storage, resolve_storage
 from orchestrator.teacher_registry import TeacherRegistry
@@ -21,6 +21,8 @@ class DistillConfig:
     name: str = "distill"
     """Run name: stable, so re-running an interrupted run resumes it."""
     storage: str = "runs"
+    storage_shared: bool = False
+    """A local storage path that every node mounts (NFS): allowed on a multi-node cluster."""
     resources: Resources = field(default_factory=Resources)
     autoscaling: bool = False
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -41,6 +43,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     except ConfigError as err:
         raise err.under("train") from None
     init_ray()
+    check_shared_storage(cfg.storage, shared=cfg.storage_shared, autoscaling=cfg.autoscaling)
     check_fits("resources", cfg.resources.per_worker(), cfg.resources.num_workers, cfg.autoscaling)
     hparams = {"method": train.method, "student": train.model.arch, "teachers": len(train.teachers)}
     result = run_training(train, name=f"distill-{cfg.name}-{config_hash(to_dict(train))[:8]}", storage=storage,

@@ -11,7 +11,7 @@ from typing import Any
 import ray
 
 from orchestrator.console import progress, say, teacher_line
-from orchestrator.ray_env import check_fits, init_ray
+from orchestrator.ray_env import check_fits, check_shared_storage, init_ray
 from orchestrator.ray_train import Resources, fetch_artifacts, run_training
 from orchestrator.storage import Storage, resolve_storage
 from orchestrator.teacher_registry import TeacherRegistry, TeacherSpec, localize
@@ -24,6 +24,8 @@ from trainers.loop import preflight
 class PretrainConfig:
     storage: str = "runs"
     """Storage URI (local path, s3://, gs://) holding the registry, Ray runs and TensorBoard."""
+    storage_shared: bool = False
+    """A local storage path that every node mounts (NFS): allowed on a multi-node cluster."""
     resources: Resources = field(default_factory=Resources)
     autoscaling: bool = False
     """The cluster can add nodes: don't refuse requests larger than what is there now."""
@@ -97,6 +99,7 @@ def pretrain(cfg: PretrainConfig, *, force: bool = False, only: list[str] | None
             say(teacher_line(registry.lookup(spec)["metrics"], "in the registry, not retrained"))
     if pending:
         init_ray()
+        check_shared_storage(cfg.storage, shared=cfg.storage_shared, autoscaling=cfg.autoscaling)
         _train_all(pending, storage, cfg, force)
     return [{"key": s.name, "metrics": {"name": s.name, "path": s.checkpoint}} for s in external] + [
         registry.lookup(s) for s in specs]

@@ -52,6 +52,21 @@ def init_ray() -> None:
     print(f"Ray logs: {context.address_info['session_dir']}/logs", flush=True)
 
 
+def check_shared_storage(storage: str, *, shared: bool, autoscaling: bool) -> None:
+    """Refuse a local storage path on a cluster of several nodes (or one that adds nodes): every
+    trial, worker and actor writes checkpoints and result rows from whichever node it runs on, and
+    resumes read them back from another one, so all nodes must see the same files. `shared` is
+    the user's word that the path is mounted on every node (NFS)."""
+    if shared or ("://" in storage and not storage.startswith("file://")):
+        return
+    nodes = sum(1 for node in ray.nodes() if node["Alive"])
+    if nodes <= 1 and not autoscaling:
+        return
+    where = f"the cluster has {nodes} nodes" if nodes > 1 else "the cluster adds nodes (autoscaling: true)"
+    raise ConfigError("storage", f"{storage} is a local path but {where}; storage must be shared by every node: "
+                      "use s3://... or gs://..., or a path mounted on every node and set storage_shared: true")
+
+
 def check_fits(field: str, per_worker: dict[str, float], workers: int, autoscaling: bool) -> int:
     """How many such jobs fit the cluster at once; a job that can never fit is a config error.
     On an autoscaling cluster every job is submitted at once: pending requests are what make the

@@ -83,6 +83,8 @@ class SweepResources:
 class SweepConfig:
     name: str = "demo"
     storage: str = "runs"
+    storage_shared: bool = False
+    """A local storage path that every node mounts (NFS): allowed on a multi-node cluster."""
     data: DataConfig = field(default_factory=DataConfig)
     """Shared by teachers and students."""
     teachers: tuple[TeacherSpec, ...] = ()

@@ -18,7 +18,7 @@ from ray.tune.search.optuna import OptunaSearch
 from orchestrator.console import TrialProgress, say, trial_label
 from orchestrator.evaluation import Target, execute, load_suite, plan
 from orchestrator.pretraining import PretrainConfig, pretrain
-from orchestrator.ray_env import check_fits, driver_resources, init_ray
+from orchestrator.ray_env import check_fits, check_shared_storage, driver_resources, init_ray
 from orchestrator.ray_train import run_training
 from orchestrator.results import ResultsStore
 from orchestrator.sanity import sanity_params
@@ -94,15 +94,17 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False) -> list[dict[str, Any]]
     resume = _claim(cfg, storage, resume)
     init_ray()
     res = cfg.resources
+    check_shared_storage(cfg.storage, shared=cfg.storage_shared, autoscaling=res.autoscaling)
     check_fits("resources.trial", res.trial.per_worker(), res.trial.num_workers, res.autoscaling)
     check_fits("resources.pretrain", res.pretrain.per_worker(), res.pretrain.num_workers, res.autoscaling)
     e = cfg.evaluation
     check_fits("evaluation", {"CPU": e.cpus_per_actor, **({"GPU": e.gpus_per_actor} if e.gpus_per_actor else {})},
                1, res.autoscaling)
+    storage.write_bytes(json.dumps(to_dict(cfg), sort_keys=True).encode(), *_record(cfg))
     specs = load_suite(e.suite)
     say(f"== {cfg.name}: 1/4 teachers ({len(cfg.teachers)})")
-    rows = pretrain(PretrainConfig(storage=cfg.storage, resources=res.pretrain, autoscaling=res.autoscaling,
-                                   teachers=cfg.teachers))
+    rows = pretrain(PretrainConfig(storage=cfg.storage, storage_shared=cfg.storage_shared, resources=res.pretrain,
+                                   autoscaling=res.autoscaling, teachers=cfg.teachers))
     store = ResultsStore(storage)
     store.append([{"key": f"teachers/{cfg.name}", "kind": "teachers", "sweep": cfg.name,
                    "metrics": {"teachers": [r["metrics"] for r in rows]}}])
@@ -120,10 +122,11 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False) -> list[dict[str, Any]]
 
 
 def _claim(cfg: SweepConfig, storage: Storage, resume: bool) -> bool:
-    """Whether to resume. A sweep's config is recorded when it starts; running the same config
-    again continues it (and only re-reports a finished one), a different config under the same
-    name is refused, so nothing in an existing storage path is overwritten."""
-    record = ("sweeps", f"{cfg.name}.json")
+    """Whether to resume. A sweep's config is recorded when it starts (run_sweep, once the cluster
+    is known to fit it); running the same config again continues it (and only re-reports a
+    finished one), a different config under the same name is refused, so nothing in an existing
+    storage path is overwritten."""
+    record = _record(cfg)
     config = json.dumps(to_dict(cfg), sort_keys=True)
     started = storage.exists("tune", cfg.name)
     if storage.exists(*record) and storage.read_bytes(*record).decode() != config:
@@ -136,8 +139,11 @@ def _claim(cfg: SweepConfig, storage: Storage, resume: bool) -> bool:
                           "choose another name (--name) or storage")
     if started:
         say(f"== {cfg.name}: continuing the sweep found in {storage.uri}")
-    storage.write_bytes(config.encode(), *record)
     return started
+
+
+def _record(cfg: SweepConfig) -> tuple[str, str]:
+    return "sweeps", f"{cfg.name}.json"
 
 
 def search(cfg: SweepConfig, storage: Storage, teacher_paths: dict[str, str], resume: bool) -> None:
