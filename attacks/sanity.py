@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from attacks import losses
-from attacks.evaluate import check_perturbation, clean_correct, predict, robust_correct
+from attacks.scoring import check_perturbation, clean_correct, predict, robust_correct
 from attacks.pgd import require_eval_mode
 from attacks.registry import AttackSpec, run_attack
 

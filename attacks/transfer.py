@@ -8,7 +8,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from attacks.evaluate import check_perturbation, predict
+from attacks.scoring import check_perturbation, predict
 from attacks.metrics import Transfer, transfer_rates
 from attacks.pgd import require_eval_mode
 from attacks.registry import AttackSpec, run_attack

@@ -15,7 +15,7 @@ import torch
 from attacks import AttackSpec
 from benchmarks.common import print_table
 from orchestrator.eval_pool import EvalPool, run_local
-from orchestrator.evaluation import Target, plan
+from orchestrator.evaluate import Target, plan
 from trainers.checkpoint import save_model
 from trainers.data import load_dataset
 from trainers.models import DataCfg, build_model

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from attacks.sanity import SanityParams
 from benchmarks.common import device_name, print_table, sync
 from orchestrator.eval_pool import Cache, run_task
-from orchestrator.evaluation import Target, load_suite, plan
+from orchestrator.evaluate import Target, load_suite, plan
 from orchestrator.results import ResultsStore
 from orchestrator.sanity import plan_sanity
 from orchestrator.storage import Storage

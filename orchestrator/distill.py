@@ -1,35 +1,47 @@
-"""`python -m orchestrator.distill --config run.yaml`
-
-One distillation run (DARHT, B-MTARD, MTARD, RSLAD, ARD, or any training method) on Ray Train,
-with checkpoints, resume, TensorBoard events and results-store rows; prints the final validation
-and test clean / PGD / W-Robust. YAML: name, storage, resources, train (see trainers/config.py).
-"""
+"""One distillation (or any training) run on Ray Train, with teachers taken from the registry or
+from checkpoint paths; the final run folder lands in `<storage>/runs/<name>/`."""
 from __future__ import annotations
 
-from typing import Sequence
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
-from orchestrator.cli import Parser, run_cli
-from orchestrator.distillation import DistillConfig, distill
-from trainers.configs import from_dict, load_yaml
+from orchestrator.ray_env import check_fits, check_shared_storage, init_ray
+from orchestrator.config import DistillConfig
+from orchestrator.ray_train import fetch_artifacts, run_training
+from orchestrator.storage import Storage
+from orchestrator.teacher_registry import TeacherRegistry
+from trainers.configs import ConfigError, config_hash, to_dict
+from trainers.loop import preflight
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = Parser(prog="orchestrator.distill", description=__doc__.splitlines()[2])
-    parser.add_argument("--config", required=True, help="YAML: name, storage, resources, train")
-    parser.add_argument("--storage", help="override the config's storage URI")
-    args = parser.parse_ray_args(argv)
-    raw = load_yaml(args.config)
-    if args.storage:
-        raw["storage"] = args.storage
-    m = distill(from_dict(DistillConfig, raw))
-    print(f"{'split':<22}{'clean':>8}{'PGD':>8}{'W-Robust':>10}")
-    for label, prefix in (("validation (best)", "best_val_"), ("test (best-on-val)", "test_"),
-                          ("test (last epoch)", "test_last_")):
-        if f"{prefix}clean" in m:
-            print(f"{label:<22}{m[prefix + 'clean']:>8.2%}{m[prefix + 'pgd']:>8.2%}{m[prefix + 'w_robust']:>10.2%}")
-    print(f"checkpoints: {m['path']}")
-    return 0
+def distill(cfg: DistillConfig) -> dict[str, Any]:
+    """Run it; returns the final metrics (last epoch + test metrics of best and last)."""
+    storage = Storage(cfg.storage)
+    registry = TeacherRegistry(storage)
+    train = replace(cfg.train, name=cfg.name, teachers=tuple(registry.resolve(t) for t in cfg.train.teachers))
+    try:
+        preflight(train, train.data.load().info)
+    except ConfigError as err:
+        raise err.under("train") from None
+    init_ray()
+    check_shared_storage(cfg.storage, shared=cfg.storage_shared, autoscaling=cfg.autoscaling)
+    check_fits("resources", cfg.resources.per_worker(), cfg.resources.num_workers, cfg.autoscaling)
+    hparams = {"method": train.method, "student": train.model.arch, "teachers": len(train.teachers)}
+    result = run_training(train, name=f"distill-{cfg.name}-{config_hash(to_dict(train))[:8]}", storage=storage,
+                          resources=cfg.resources, hparams=hparams,
+                          tensorboard_dir=storage.uri_of("tensorboard", "distill", cfg.name),
+                          results_uri=storage.uri, sweep="distill")
+    if result.error is not None:
+        raise RuntimeError(f"distillation {cfg.name} failed: {result.error}")
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts = fetch_artifacts(result, Path(tmp))
+        storage.replace_dir(artifacts, "runs", cfg.name)
+    return {**result.metrics, "path": storage.uri_of("runs", cfg.name)}
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    from orchestrator.cli import run_command
+
+    raise SystemExit(run_command("distill"))

@@ -18,9 +18,9 @@ from ray.util import ActorPool
 
 from attacks import AttackSpec
 from attacks.autoattack import library_warnings
-from attacks.evaluate import clean_correct, robust_correct
+from attacks.scoring import clean_correct, robust_correct
 from orchestrator.results import pack_mask
-from orchestrator.teacher_registry import localize
+from orchestrator.storage import localize
 from trainers.checkpoint import load_model
 from trainers.data import Dataset, as_float, load_dataset
 from trainers.distributed import derive_seed

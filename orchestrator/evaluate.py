@@ -1,71 +1,242 @@
-"""`python -m orchestrator.evaluate --checkpoints DIR [DIR ...] --suite paper`
+"""Robustness evaluation of checkpoints with an attack suite, sharded over the actor pool
+(`python -m orchestrator.evaluate`, and stage 3 of a sweep).
 
-Evaluate checkpoints (paths, or teachers by registry name) on a dataset split with an attack suite
-(`paper`, `autoattack`, `rand`, `quick`, or a YAML list), sharded over a Ray actor pool. Rows go
-to the results store; finished shards are never recomputed; prints clean, robust and W-Robust per
-attack and the per-point worst case.
+Plan (checkpoint x attack x shard) tasks, skip those already in the results store (keyed by the
+weights' hash, the attack and its parameters, the shard and the seed), run the rest on the pool,
+append one row per task as it finishes, then summarize from the stored per-point masks:
+clean, robust and W-Robust per attack, and the per-point worst case over the suite.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterable
 
-from orchestrator.cli import Parser, run_cli
-from orchestrator.evaluation import (Target, execute, format_table, load_suite, plan, read_masks, read_summary,
-                                     repeated_trials)
-from orchestrator.results import ResultsStore
-from orchestrator.sanity import sanity_params
-from orchestrator.sanity_report import format_verdicts, read_verdicts
-from orchestrator.storage import Storage
-from orchestrator.teacher_registry import TeacherRegistry, localize
+import torch
+import yaml
+
+from attacks import AttackSpec
+from attacks.autoattack import VERSION as AUTOATTACK_VERSION
+from attacks.metrics import count, mann_whitney, trial_indices, w_robust, w_robust_per_trial, worst_case
+from orchestrator import console
+from orchestrator.eval_pool import EvalTask, run_local, run_pool
+from orchestrator.ray_env import init_ray
+from orchestrator.results import ResultsStore, unpack_mask
+from orchestrator.sanity import SanityParams, SanityTask, plan_sanity, sanity_line, sanity_row
+from orchestrator.storage import Storage, localize
+from orchestrator.teacher_registry import TeacherRegistry
 from trainers.checkpoint import checkpoint_dir, read_document
 from trainers.configs import ConfigError, absolute_path
+from trainers.data import load_dataset
+
+SUITES = Path(__file__).with_name("suites.yaml")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = Parser(prog="orchestrator.evaluate", description=__doc__.splitlines()[2])
-    p.add_argument("--checkpoints", nargs="+", required=True, metavar="PATH_OR_NAME",
-                   help="checkpoint directories, or teacher names from the registry")
-    p.add_argument("--suite", default="paper", help="suite name or YAML file (default: paper)")
-    p.add_argument("--split", default="test", choices=["test", "val"])
-    p.add_argument("--root", help="dataset root (CIFAR / Tiny ImageNet)")
-    p.add_argument("--eps", type=float, help="L-inf radius (default: the dataset's, e.g. 8/255 on CIFAR)")
-    p.add_argument("--storage", default="runs", help="storage URI for the results store and registry")
-    p.add_argument("--name", default="evaluate", help="label of these rows in the results store")
-    p.add_argument("--shard-size", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--actors", type=int, default=2)
-    p.add_argument("--cpus-per-actor", type=float, default=1.0)
-    p.add_argument("--gpus-per-actor", type=float, default=0.0)
-    p.add_argument("--local", action="store_true", help="run in this process instead of the actor pool")
-    p.add_argument("--trials", type=int, default=0, help="repeated trials (DARHT: 30) with a Mann-Whitney test")
-    p.add_argument("--trial-size", type=int, default=1000, help="points per trial (DARHT: 1000)")
-    p.add_argument("--sanity-points", type=int, default=200,
-                   help="subsample of the sanity checks (default 200); 0 turns them off")
-    args = p.parse_ray_args(argv)
-    sanity = sanity_params(args.sanity_points)
-    storage = Storage(args.storage)
+def load_suite(name_or_path: str) -> list[AttackSpec]:
+    """A named suite from suites.yaml, or a YAML file with a list of {name, label, params}."""
+    presets = yaml.safe_load(SUITES.read_text())
+    if name_or_path in presets:
+        entries, where = presets[name_or_path], f"suite {name_or_path!r}"
+    elif Path(name_or_path).is_file():
+        entries, where = yaml.safe_load(Path(name_or_path).read_text()), name_or_path
+    else:
+        raise ConfigError("suite", f"{name_or_path!r} is neither a suite ({', '.join(presets)}) nor a YAML file")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError("suite", f"{where}: expected a non-empty list of attacks")
+    specs = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or set(entry) - {"name", "label", "params"} or "name" not in entry:
+            raise ConfigError(f"suite[{i}]", "expected {name, label?, params?}")
+        try:
+            specs.append(AttackSpec(entry["name"], dict(entry.get("params") or {}), entry.get("label", "")))
+        except ValueError as err:
+            raise ConfigError(f"suite[{i}]", str(err)) from None
+    return specs
+
+
+@dataclass(frozen=True)
+class Target:
+    """A checkpoint to evaluate and the name it is reported under."""
+
+    path: str
+    run: str
+
+
+def plan(targets: list[Target], *, data: dict[str, Any], split: str, specs: list[AttackSpec],
+         shard_size: int, seed: int, batch_size: int, eps: float | None = None) -> list[EvalTask]:
+    """Validate everything and list the tasks; raises ConfigError/CheckpointError before any work."""
+    dataset = load_dataset(**data)
+    info, n = dataset.info, len(dataset.split(split))
+    eps = info.eps if eps is None else eps
+    if not 0 < eps <= 1:
+        raise ConfigError("eps", f"must be in (0, 1] (images are in [0, 1]), got {eps}")
+    specs = [s.with_defaults(eps=eps) for s in specs]
+    if shard_size < 1:
+        raise ConfigError("shard_size", f"must be >= 1, got {shard_size}")
+    tasks = []
+    for target in targets:
+        sidecar = read_document(checkpoint_dir(localize(target.path)), "model")
+        if sidecar.get("dataset") != info.name or sidecar.get("num_classes") != info.num_classes:
+            raise ConfigError("checkpoints", f"{target.path} is a {sidecar.get('num_classes')}-class model for "
+                              f"{sidecar.get('dataset')!r}; evaluating on {info.name!r} ({info.num_classes} classes)")
+        for spec in specs:
+            for shard, start in enumerate(range(0, n, shard_size)):
+                tasks.append(EvalTask(target.path, sidecar["weights_sha256"], target.run, data, split, shard, start,
+                                      min(start + shard_size, n), spec, seed, batch_size))
+    return list({t.key + t.run: t for t in tasks}.values())
+
+
+def execute(tasks: list[EvalTask], store: ResultsStore, *, sweep: str, actors: int = 1, cpus_per_actor: float = 1.0,
+            gpus_per_actor: float = 0.0, local: bool = False, sanity: SanityParams | None = SanityParams()) -> int:
+    """Run the tasks whose rows are not in the store yet, and the sanity checks of every evaluated
+    checkpoint (orchestrator.sanity) unless `sanity` is None; returns how many suite tasks ran."""
+    threat = {"dataset": tasks[0].data["name"], "split": tasks[0].split, "eps": tasks[0].spec.params["eps"]} if tasks else {}
+    store.append([{"key": f"plan/{sweep}", "kind": "plan", "sweep": sweep,
+                   "metrics": {"tasks": plan_entries(tasks), **threat}}])
+    checks = [] if sanity is None else plan_sanity(tasks, store, sweep=sweep, params=sanity)
+    done = store.keys(kind="eval")
+    pending = checks + [t for t in tasks if t.key not in done]  # a clean row lands with its shard's first attack row
+    if not pending:
+        return 0
+    if not local:
+        init_ray()
+    results: Iterable = run_local(pending) if local else run_pool(
+        pending, actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor)
+    with console.progress(len(pending), "evaluation", "tasks") as bar:
+        for task, res in results:
+            bar.update(1)
+            if isinstance(task, SanityTask):
+                store.append([sanity_row(task, res, sweep)])
+                console.say(sanity_line(task, res))
+                continue
+            rows = [_row(task, res, sweep)]
+            if task.clean_key not in done:
+                done.add(task.clean_key)
+                rows.append({**rows[0], "key": task.clean_key, "attack": "clean", "attack_params": {},
+                             "correct": res["clean_correct"], "mask": res["clean"]})
+            store.append(rows)
+            bar.set_postfix_str(f"{task.run} {task.spec.display} shard {task.shard} ({res['seconds']:.1f} s)",
+                                refresh=False)
+    return len(pending) - len(checks)
+
+
+def _row(task: EvalTask, res: dict[str, Any], sweep: str) -> dict[str, Any]:
+    return {"key": task.key, "kind": "eval", "sweep": sweep, "run": task.run, "split": task.split,
+            "attack": task.spec.display, "attack_params": {"name": task.spec.name, **task.spec.params},
+            "shard": task.shard, "n": res["n"], "correct": res["robust_correct"], "mask": res["robust"],
+            "metrics": {"checkpoint": task.checkpoint, "checkpoint_id": task.checkpoint_id, "seed": task.shard_seed,
+                        "start": task.start, "stop": task.stop, "batch_size": task.batch_size,
+                        "seconds": res["seconds"], "autoattack_version": AUTOATTACK_VERSION,
+                        "library_warnings": res.get("warnings", [])}}
+
+
+def plan_entries(tasks: list[EvalTask]) -> list[dict[str, Any]]:
+    """What a summary needs of each task; stored as the evaluation's plan row."""
+    return [{"run": t.run, "attack": t.spec.display, "key": t.key, "clean_key": t.clean_key,
+             "start": t.start, "stop": t.stop} for t in tasks]
+
+
+def point_masks(entries: list[dict[str, Any]], rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, torch.Tensor]]:
+    """Per run, the per-point correctness over the whole split: {"clean": mask, attack: mask, ...}."""
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for run in dict.fromkeys(e["run"] for e in entries):
+        mine = sorted((e for e in entries if e["run"] == run), key=lambda e: e["start"])
+        shards = sorted({(e["start"], e["stop"], e["clean_key"]) for e in mine})
+        masks = {"clean": torch.cat([unpack_mask(rows[k]["mask"], b - a) for a, b, k in shards])}
+        for attack in dict.fromkeys(e["attack"] for e in mine):
+            masks[attack] = torch.cat([unpack_mask(rows[e["key"]]["mask"], e["stop"] - e["start"])
+                                       for e in mine if e["attack"] == attack])
+        out[run] = masks
+    return out
+
+
+def summarize(entries: list[dict[str, Any]], rows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per run: clean, then per attack robust and W-Robust (with counts), then the per-point worst
+    case. `entries` from plan_entries, `rows` the store's eval rows by key."""
+    table = []
+    for run, masks in point_masks(entries, rows).items():
+        clean = count(masks["clean"])
+        attacks = {a: m for a, m in masks.items() if a != "clean"}
+        if len(attacks) > 1:
+            attacks["worst case"] = worst_case(attacks.values())
+        table.append({"run": run, "clean": clean, "attacks": {
+            a: {"robust": count(m), "w_robust": w_robust(clean, count(m))} for a, m in attacks.items()}})
+    return table
+
+
+def read_summary(store: ResultsStore, name: str) -> list[dict[str, Any]]:
+    """The summary of evaluation `name` (a sweep or an evaluate run) from the store alone."""
+    plans = store.read(kind="plan", sweep=name)
+    if not plans:
+        return []
+    entries = plans[0]["metrics"]["tasks"]
+    return summarize(entries, _plan_rows(store, entries))
+
+
+def _plan_rows(store: ResultsStore, entries: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The eval rows (with masks) of a plan's tasks and their clean shards, by key."""
+    keys = {e["key"] for e in entries} | {e["clean_key"] for e in entries}
+    return {r["key"]: r for r in store.read(columns=["mask"], kind="eval", key=keys)}
+
+
+def format_table(table: list[dict[str, Any]]) -> str:
+    lines = [f"{'run':<28}{'attack':<16}{'clean':>9}{'robust':>9}{'W-Robust':>10}{'robust/n':>14}"]
+    for entry in table:
+        c = entry["clean"]
+        for attack, r in entry["attacks"].items():
+            lines.append(f"{entry['run']:<28}{attack:<16}{c.rate:>9.2%}{r['robust'].rate:>9.2%}"
+                         f"{r['w_robust']:>10.2%}{r['robust'].correct:>8}/{r['robust'].total:<5}")
+    return "\n".join(lines)
+
+
+def read_masks(store: ResultsStore, name: str) -> dict[str, dict[str, torch.Tensor]]:
+    plans = store.read(kind="plan", sweep=name)
+    if not plans:
+        return {}
+    entries = plans[0]["metrics"]["tasks"]
+    return point_masks(entries, _plan_rows(store, entries))
+
+
+def repeated_trials(masks: dict[str, dict[str, torch.Tensor]], *, trials: int, size: int, seed: int) -> str:
+    """DARHT's repeated trials: W-Robust over `trials` random subsets of `size` points per run and attack
+    (the same subsets for every run), and a two-sided Mann-Whitney U test of the first run
+    against each other one. Subsets resample the evaluated points; attacks are not re-run."""
+    runs = list(masks)
+    n = len(next(iter(masks.values()))["clean"])
+    subsets = trial_indices(n, trials, min(size, n), seed)
+    lines = [f"repeated trials: {trials} x {min(size, n)} points (seed {seed}); W-Robust mean +- std"]
+    for attack in [a for a in masks[runs[0]] if a != "clean"]:
+        scores = {r: w_robust_per_trial(masks[r]["clean"], masks[r][attack], subsets) for r in runs if attack in masks[r]}
+        for run, values in scores.items():
+            lines.append(f"  {attack:<14} {run:<28} {values.mean():.2%} +- {values.std(ddof=1) if trials > 1 else 0:.2%}")
+        for run in list(scores)[1:]:
+            u, p = mann_whitney(scores[runs[0]], scores[run])
+            lines.append(f"  {attack:<14} Mann-Whitney U {runs[0]} vs {run}: U = {u:.1f}, p = {p:.3g}")
+    return "\n".join(lines)
+
+
+def evaluate_checkpoints(refs: list[str], *, storage: Storage, name: str, suite: str = "paper", split: str = "test",
+                         root: str | None = None, eps: float | None = None, shard_size: int = 1000,
+                         batch_size: int = 256, seed: int = 0, actors: int = 2, cpus_per_actor: float = 1.0,
+                         gpus_per_actor: float = 0.0, local: bool = False,
+                         sanity: SanityParams | None = SanityParams()) -> tuple[int, int]:
+    """Evaluate checkpoints (paths, or teachers by registry name) under the rows of `name`;
+    returns (tasks run, tasks planned)."""
     registry = TeacherRegistry(storage)
     targets = [Target(registry.resolve(ref), "/".join(Path(ref).parts[-2:]) if Path(ref).exists() else ref)
-               for ref in args.checkpoints]
+               for ref in refs]
     datasets = {read_document(checkpoint_dir(localize(t.path)), "model").get("dataset") for t in targets}
     if len(datasets) != 1:
         raise ConfigError("checkpoints", f"checkpoints are for different datasets {sorted(map(str, datasets))}")
-    data = {"name": datasets.pop(), **({"root": absolute_path(args.root)} if args.root else {})}
-    tasks = plan(targets, data=data, split=args.split, specs=load_suite(args.suite), shard_size=args.shard_size,
-                 seed=args.seed, batch_size=args.batch_size, eps=args.eps)
-    store = ResultsStore(storage)
-    ran = execute(tasks, store, sweep=args.name, actors=args.actors, cpus_per_actor=args.cpus_per_actor,
-                  gpus_per_actor=args.gpus_per_actor, local=args.local, sanity=sanity)
-    print(f"{ran} task(s) run, {len(tasks) - ran} reused from {storage.uri}")
-    print(format_table(read_summary(store, args.name)))
-    if sanity is not None:
-        print(format_verdicts(read_verdicts(store, args.name)))
-    if args.trials:
-        print(repeated_trials(read_masks(store, args.name), trials=args.trials, size=args.trial_size, seed=args.seed))
-    return 0
+    data = {"name": datasets.pop(), **({"root": absolute_path(root)} if root else {})}
+    tasks = plan(targets, data=data, split=split, specs=load_suite(suite), shard_size=shard_size,
+                 seed=seed, batch_size=batch_size, eps=eps)
+    ran = execute(tasks, ResultsStore(storage), sweep=name, actors=actors, cpus_per_actor=cpus_per_actor,
+                  gpus_per_actor=gpus_per_actor, local=local, sanity=sanity)
+    return ran, len(tasks)
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    from orchestrator.cli import run_command
+
+    raise SystemExit(run_command("evaluate"))

@@ -1,34 +1,94 @@
-"""`python -m orchestrator.pretrain --config teachers.yaml [--force] [--only NAME ...]`
-
-Pretrain the teachers of a config that are not in the teacher registry yet (each a Ray Train job),
-then print the registry rows. A config's teachers: a list of {name, train: <training config>}.
-"""
+"""Teacher pretraining: every spec not yet in the registry runs as its own Ray Train job, as many
+at once as the cluster fits; finished teachers are published to the registry."""
 from __future__ import annotations
 
-from typing import Sequence
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
-from orchestrator.cli import Parser, run_cli
-from orchestrator.pretraining import PretrainConfig, pretrain
-from trainers.configs import from_dict, load_yaml
+import ray
+
+from orchestrator.config import PretrainConfig
+from orchestrator.console import progress, say, teacher_line
+from orchestrator.ray_env import check_fits, check_shared_storage, init_ray
+from orchestrator.ray_train import Resources, fetch_artifacts, run_training
+from orchestrator.storage import Storage, localize
+from orchestrator.teacher_registry import TeacherRegistry, TeacherSpec
+from trainers.checkpoint import checkpoint_dir, read_document
+from trainers.configs import ConfigError
+from trainers.loop import preflight
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = Parser(prog="orchestrator.pretrain", description=__doc__.splitlines()[2])
-    parser.add_argument("--config", required=True, help="YAML: storage, resources, teachers")
-    parser.add_argument("--force", action="store_true", help="retrain teachers already in the registry")
-    parser.add_argument("--only", nargs="+", metavar="NAME", help="only these teachers")
-    parser.add_argument("--storage", help="override the config's storage URI")
-    args = parser.parse_ray_args(argv)
-    raw = load_yaml(args.config)
-    if args.storage:
-        raw["storage"] = args.storage
-    cfg = from_dict(PretrainConfig, raw)
-    for row in pretrain(cfg, force=args.force, only=args.only):
-        m = row["metrics"]
-        print(f"{m['name']:<20} {m.get('arch', 'external'):<14} {m.get('method', '-'):<10} {m.get('dataset', '-'):<10} "
-              f"test clean {m.get('test_clean', float('nan')):.2%}  pgd {m.get('test_pgd', float('nan')):.2%}  {m['path']}")
-    return 0
+def teacher_run_name(spec: TeacherSpec) -> str:
+    return f"teacher-{spec.name}-{spec.hash[:8]}"
+
+
+def train_teacher(spec: TeacherSpec, storage_uri: str, resources: Resources, force: bool) -> dict[str, Any]:
+    storage = Storage(storage_uri)
+    name = teacher_run_name(spec)
+    if force and storage.exists("ray", name):
+        storage.fs.delete_dir(storage.path("ray", name))  # a stable name would otherwise resume it
+    result = run_training(replace(spec.train, name=spec.name), name=name, storage=storage, resources=resources,
+                          tensorboard_dir=storage.uri_of("tensorboard", "teachers", spec.name),
+                          hparams={"teacher": spec.name, "arch": spec.train.model.arch, **spec.train.method})
+    if result.error is not None:
+        raise RuntimeError(f"teacher {spec.name} failed: {result.error}")
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts = fetch_artifacts(result, Path(tmp))
+        return TeacherRegistry(storage).register(spec, artifacts, result.metrics)
+
+
+def _train_all(pending: list[TeacherSpec], storage: Storage, cfg: PretrainConfig, force: bool) -> None:
+    """Train the teachers as Ray tasks (each a Ray Train job), as many at once as the cluster fits."""
+    parallel = check_fits("resources", cfg.resources.per_worker(), cfg.resources.num_workers, cfg.autoscaling)
+    task = ray.remote(num_cpus=0)(train_teacher)
+    started = time.time()
+    waiting = [task.remote(spec, storage.uri, cfg.resources, force) for spec in pending[:parallel]]
+    queue = pending[parallel:]
+    with progress(len(pending), "teachers", "trained") as bar:
+        while waiting:
+            (ref,), waiting = ray.wait(waiting, num_returns=1)
+            say(teacher_line(ray.get(ref)["metrics"], f"trained, {time.time() - started:.0f} s into the stage"))
+            bar.update(1)
+            if queue:
+                waiting.append(task.remote(queue.pop(0), storage.uri, cfg.resources, force))
+
+
+def pretrain(cfg: PretrainConfig, *, force: bool = False, only: list[str] | None = None) -> list[dict[str, Any]]:
+    """Train the missing teachers (all named ones with force); return every requested registry row."""
+    unknown = sorted(set(only or []) - {t.name for t in cfg.teachers})
+    if unknown:
+        raise ConfigError("teachers", f"no teacher named {unknown} in the config")
+    specs = [t for t in cfg.teachers if not only or t.name in only]
+    external = [s for s in specs if s.checkpoint]
+    for spec in external:
+        sidecar = read_document(checkpoint_dir(localize(spec.checkpoint)), "model")
+        if sidecar.get("dataset") != spec.train.data.name:
+            raise ConfigError("teachers", f"{spec.name}: {spec.checkpoint} is a model for {sidecar.get('dataset')!r}, "
+                              f"not {spec.train.data.name!r}")
+    specs = [s for s in specs if not s.checkpoint]
+    for i, spec in enumerate(specs):
+        try:
+            preflight(spec.train, spec.train.data.load().info)
+        except ConfigError as err:
+            raise err.under(f"teachers[{i}].train") from None
+    storage = Storage(cfg.storage)
+    registry = TeacherRegistry(storage)
+    pending = [s for s in specs if force or registry.lookup(s) is None]
+    for spec in specs:
+        if spec not in pending:
+            say(teacher_line(registry.lookup(spec)["metrics"], "in the registry, not retrained"))
+    if pending:
+        init_ray()
+        check_shared_storage(cfg.storage, shared=cfg.storage_shared, autoscaling=cfg.autoscaling)
+        _train_all(pending, storage, cfg, force)
+    return [{"key": s.name, "metrics": {"name": s.name, "path": s.checkpoint}} for s in external] + [
+        registry.lookup(s) for s in specs]
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    from orchestrator.cli import run_command
+
+    raise SystemExit(run_command("pretrain"))

@@ -8,7 +8,6 @@ is the plain training function.
 """
 from __future__ import annotations
 
-import logging
 import shutil
 import tempfile
 from dataclasses import dataclass, replace
@@ -18,11 +17,9 @@ from typing import Any
 import ray.train
 import torch
 from ray.train.torch import TorchTrainer
-from ray.train.v2._internal.execution import context as _train_context
 
 from orchestrator.results import ResultsStore
-from orchestrator.storage import Storage
-from orchestrator.teacher_registry import localize
+from orchestrator.storage import Storage, localize
 from orchestrator.tensorboard import TensorBoardCallback
 from trainers import FitResult, TrainConfig, fit
 from trainers.callbacks import PrintProgress
@@ -88,8 +85,6 @@ class ResultsCallback:
 
 def train_worker(config: dict[str, Any]) -> None:
     """The Ray Train per-worker function."""
-    # Ray logs every report (metrics and all) at INFO from a logger named after its file.
-    logging.getLogger(_train_context.__file__).setLevel(logging.WARNING)
     context = ray.train.get_context()
     rank = context.get_world_rank()
     threads = max(1, int(config["cpus_per_worker"]))

@@ -22,7 +22,8 @@ from attacks.autoattack import VERSION as AUTOATTACK_VERSION
 from attacks.sanity import SanityParams, run_model_checks, subsample, transfer_correct
 from orchestrator.eval_pool import Cache, EvalTask
 from orchestrator.results import ResultsStore, pack_mask, unpack_mask
-from orchestrator.teacher_registry import TeacherRegistry, localize
+from orchestrator.storage import localize
+from orchestrator.teacher_registry import TeacherRegistry
 from trainers.checkpoint import CheckpointError, checkpoint_dir, read_document
 from trainers.configs import ConfigError
 from trainers.data import as_float

@@ -3,12 +3,13 @@ through pyarrow's filesystems (the same URI Ray uses for its storage_path)."""
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from trainers.configs import ConfigError, absolute_path
+from trainers.configs import ConfigError, absolute_path, config_hash
 
 # Set by Ray's job supervisor in the environment of a `ray job submit` entry point.
 SUBMITTED_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
@@ -94,3 +95,14 @@ class Storage:
         pafs.copy_files(self.path(*parts), str(Path(local).resolve()), source_filesystem=self.fs,
                         destination_filesystem=pafs.LocalFileSystem())
         return Path(local)
+
+
+def localize(uri: str, cache: Path | None = None) -> str:
+    """A local directory for a checkpoint that may live in object storage (downloaded once)."""
+    if "://" not in uri or uri.startswith("file://"):
+        return uri.removeprefix("file://")
+    cache = cache or Path(tempfile.gettempdir()) / "teacher-cache"
+    target = cache / config_hash(uri)
+    if not (target / "model.json").exists():
+        Storage(uri).download_dir(target)
+    return str(target)

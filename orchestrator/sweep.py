@@ -1,36 +1,144 @@
-"""`python -m orchestrator.sweep [--config PRESET_OR_YAML] [--resume]`
-
-The main job. Pretrains the missing teachers, runs Ray Tune + Optuna over distillation trials
-(each a Ray Train run), evaluates the best trials with the attack suite on the actor pool, and
-writes the report. Without --config it runs the `demo` preset on the embedded digits data.
-Standalone it starts an embedded Ray; inside `ray job submit` it uses that cluster.
-"""
+"""The main job, `python -m orchestrator.sweep`: a sweep config (orchestrator.config) validated
+before anything starts, then its four stages: (1) pretrain the missing teachers, (2) the search
+(orchestrator.search), (3) evaluate the best trials and the baselines on the test split with the
+actor pool, (4) the report."""
 from __future__ import annotations
 
-from typing import Sequence
+import json
+from typing import Any
 
-from orchestrator.cli import Parser, run_cli
-from orchestrator.reporting import build_report
+import optuna
+
+from orchestrator.config import PretrainConfig, SweepConfig
+from orchestrator.console import say
+from orchestrator.evaluate import Target, execute, load_suite, plan
+from orchestrator.pretrain import pretrain
+from orchestrator.ray_env import check_fits, check_shared_storage, init_ray
+from orchestrator.results import ResultsStore
+from orchestrator.sanity import sanity_params
+from orchestrator.search import search, trial_config
 from orchestrator.storage import Storage
-from orchestrator.sweep_config import load_sweep_config
-from orchestrator.sweeping import run_sweep
-from search_spaces import preset_names, preset_path
+from orchestrator.trials import select_trials
+from search_spaces import SPACES
+from trainers.configs import ConfigError, check, to_dict
+from trainers.loop import preflight
+from trainers.methods import METHODS, parse_method
+from trainers.registry import unknown_name_message
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = Parser(prog="orchestrator.sweep", description=__doc__.splitlines()[2])
-    parser.add_argument("--config", default="demo", help=f"a preset ({', '.join(preset_names())}) or a YAML file")
-    parser.add_argument("--storage", help="override the config's storage URI (local path, s3://, gs://)")
-    parser.add_argument("--name", help="override the sweep name")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted sweep of this name")
-    args = parser.parse_ray_args(argv)
-    overrides = {k: v for k, v in (("storage", args.storage), ("name", args.name)) if v}
-    cfg = load_sweep_config(str(preset_path(args.config)), overrides)
-    run_sweep(cfg, resume=args.resume)
-    print(f"== {cfg.name}: 4/4 report", flush=True)
-    print(build_report(Storage(cfg.storage), cfg.name))
-    return 0
+def sample_trials(cfg: SweepConfig, n: int = 24) -> list[dict[str, Any]]:
+    """Draw configurations from the space without training (validation and dry runs)."""
+    space = SPACES[cfg.search.space]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        try:
+            out.append(space(trial, cfg.search.options))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ConfigError("search.options", f"the space cannot be sampled: {err}") from None
+        study.tell(trial, 0.0)
+    return out
+
+
+def validate(cfg: SweepConfig) -> None:
+    """Everything that can be checked without training: methods, teachers, options, datasets."""
+    teacher_names = {t.name for t in cfg.teachers}
+    options = cfg.search.options
+    methods = options.get("method", "darht")
+    for i, method in enumerate(methods if isinstance(methods, list) else [methods]):
+        check(method in METHODS, f"search.options.method[{i}]" if isinstance(methods, list) else "search.options.method",
+              unknown_name_message("method", method, METHODS.names()))
+    samples = sample_trials(cfg)
+    for sample in samples:
+        for name in sample["teacher_names"]:
+            check(name in teacher_names, "search.options", f"teacher {name!r} is not in teachers "
+                  f"({', '.join(sorted(teacher_names)) or 'none'})")
+        method = sample["overrides"]["method"]
+        try:
+            parse_method(method)
+        except ConfigError as err:
+            raise err.under(f"search.options.{method['name']}") from None
+    for i, name in enumerate(cfg.evaluation.baselines):
+        check(name in teacher_names or "/" in name, f"evaluation.baselines[{i}]",
+              f"{name!r} is neither a teacher of this sweep nor a checkpoint path")
+    datasets = {t.train.data.name for t in cfg.teachers} | {cfg.student.data.name}
+    check(len(datasets) == 1, "data", f"teachers and students must share one dataset, got {sorted(datasets)}")
+    info = cfg.data.load().info
+    for i, teacher in enumerate(cfg.teachers):
+        try:
+            preflight(teacher.train, info)
+        except ConfigError as err:
+            raise err.under(f"teachers[{i}].train") from None
+    for sample in samples:
+        trial = trial_config(cfg, sample, {n: n for n in sample["teacher_names"]})
+        try:
+            preflight(trial, info)
+        except ConfigError as err:
+            raise err.under("student") from None
+
+
+def run_sweep(cfg: SweepConfig, *, resume: bool = False) -> list[dict[str, Any]]:
+    """Stages 1-3 (the caller builds the report from the store); returns the evaluation tasks."""
+    validate(cfg)
+    storage = Storage(cfg.storage)
+    resume = _claim(cfg, storage, resume)
+    init_ray()
+    res = cfg.resources
+    check_shared_storage(cfg.storage, shared=cfg.storage_shared, autoscaling=res.autoscaling)
+    check_fits("resources.trial", res.trial.per_worker(), res.trial.num_workers, res.autoscaling)
+    check_fits("resources.pretrain", res.pretrain.per_worker(), res.pretrain.num_workers, res.autoscaling)
+    e = cfg.evaluation
+    check_fits("evaluation", {"CPU": e.cpus_per_actor, **({"GPU": e.gpus_per_actor} if e.gpus_per_actor else {})},
+               1, res.autoscaling)
+    storage.write_bytes(json.dumps(to_dict(cfg), sort_keys=True).encode(), *_record(cfg))
+    specs = load_suite(e.suite)
+    say(f"== {cfg.name}: 1/4 teachers ({len(cfg.teachers)})")
+    rows = pretrain(PretrainConfig(storage=cfg.storage, storage_shared=cfg.storage_shared, resources=res.pretrain,
+                                   autoscaling=res.autoscaling, teachers=cfg.teachers))
+    store = ResultsStore(storage)
+    store.append([{"key": f"teachers/{cfg.name}", "kind": "teachers", "sweep": cfg.name,
+                   "metrics": {"teachers": [r["metrics"] for r in rows]}}])
+    teacher_paths = {r["metrics"]["name"]: r["metrics"]["path"] for r in rows}
+    say(f"== {cfg.name}: 2/4 search ({cfg.search.num_samples} trials, {cfg.search.max_concurrent} at a time)")
+    search(cfg, storage, teacher_paths, resume)
+    say(f"== {cfg.name}: 3/4 evaluation ({e.suite} suite, test split)")
+    targets = select_trials(store.read(kind="trial", sweep=cfg.name), cfg.search.objective, e.top_n) + [
+        Target(teacher_paths.get(b, b), f"teacher:{b}" if b in teacher_paths else b) for b in e.baselines]
+    tasks = plan(targets, data=cfg.data.dataset_kwargs(), split="test", specs=specs, shard_size=e.shard_size,
+                 seed=e.seed, batch_size=e.batch_size)
+    execute(tasks, store, sweep=cfg.name, actors=e.actors, cpus_per_actor=e.cpus_per_actor,
+            gpus_per_actor=e.gpus_per_actor, sanity=sanity_params(e.sanity_points))
+    return tasks
+
+
+def _claim(cfg: SweepConfig, storage: Storage, resume: bool) -> bool:
+    """Whether to resume. A sweep's config is recorded when it starts (run_sweep, once the cluster
+    is known to fit it); running the same config again continues it (and only re-reports a
+    finished one), a different config under the same name is refused, so nothing in an existing
+    storage path is overwritten."""
+    record = _record(cfg)
+    config = json.dumps(to_dict(cfg), sort_keys=True)
+    started = storage.exists("tune", cfg.name)
+    if storage.exists(*record) and storage.read_bytes(*record).decode() != config:
+        raise ConfigError("name", f"a different sweep named {cfg.name!r} exists in {storage.uri}; choose another "
+                          "name (--name) or storage")
+    if resume and not started:
+        raise ConfigError("name", f"no sweep {cfg.name!r} in {storage.uri} to resume")
+    if started and not storage.exists(*record):
+        raise ConfigError("name", f"{storage.uri_of('tune', cfg.name)} exists but was not written by this sweep; "
+                          "choose another name (--name) or storage")
+    if started:
+        say(f"== {cfg.name}: continuing the sweep found in {storage.uri}")
+    return started
+
+
+def _record(cfg: SweepConfig) -> tuple[str, str]:
+    return "sweeps", f"{cfg.name}.json"
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    from orchestrator.cli import run_command
+
+    raise SystemExit(run_command("sweep"))

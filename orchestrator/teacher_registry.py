@@ -4,7 +4,6 @@ validation and test clean / PGD accuracy). A spec already registered is never re
 forced; distillation configs refer to teachers by registry name or by checkpoint path."""
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,15 +69,3 @@ class TeacherRegistry:
             raise ConfigError("teachers", f"{ref!r} is neither a checkpoint path nor a teacher in the registry "
                               f"at {self.storage.uri} (known: {', '.join(known) or 'none'})")
         return matches[-1]["metrics"]["path"]
-
-
-def localize(uri: str, cache: Path | None = None) -> str:
-    """A local directory for a checkpoint that may live in object storage (downloaded once)."""
-    if "://" not in uri or uri.startswith("file://"):
-        return uri.removeprefix("file://")
-    cache = cache or Path(tempfile.gettempdir()) / "teacher-cache"
-    target = cache / config_hash(uri)
-    if not (target / "model.json").exists():
-        storage = Storage(uri)
-        storage.download_dir(target)
-    return str(target)

@@ -27,7 +27,7 @@ from trainers.config import TrainConfig
 from trainers.configs import ConfigError, config_hash, to_dict
 from trainers.data import Dataset, DatasetInfo, DeviceLoader
 from trainers.distributed import DistInfo, all_reduce_max, all_reduce_sum, derive_seed, dist_info
-from trainers.evaluation import evaluate_clean_pgd
+from trainers.validation import evaluate_clean_pgd
 from trainers.methods import Method, MethodContext, MethodDef, StepInfo, parse_method
 from trainers.models import DataCfg, build_model
 from trainers.schedules import lr_at

@@ -13,7 +13,7 @@ from torch import nn
 
 from attacks import AttackSpec
 from attacks.autoattack import library_warnings
-from attacks.evaluate import robust_correct
+from attacks.scoring import robust_correct
 from attacks.sanity import (Flag, SanityParams, gradient_flag, logits_flag, monotone_flag, randomness_flag,
                             robustness_curve, run_model_checks, steps_flag, subsample, transfer_correct,
                             unbounded_flag, verdict)

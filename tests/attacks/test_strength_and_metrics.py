@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from scipy.stats import mannwhitneyu
 
 from attacks import AttackModeError, AttackSpec
-from attacks.evaluate import PerturbationError, check_perturbation, clean_correct, robust_correct
+from attacks.scoring import PerturbationError, check_perturbation, clean_correct, robust_correct
 from attacks.metrics import (Count, Transfer, count, mann_whitney, transfer_rates, trial_indices,
                              w_robust, w_robust_per_trial, worst_case)
 from trainers.data import load_dataset

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator import distill, evaluate, pretrain, report, sweep
+from orchestrator.cli import run_command
 from search_spaces import preset_path
 from trainers.checkpoint import save_model
 from trainers.models import DataCfg, build_model
@@ -22,12 +22,9 @@ def snapshot(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()} if root.exists() else {}
 
 
-def run_and_check(main, argv, capsys, storage: Path, *needles: str) -> str:
+def run_and_check(command, argv, capsys, storage: Path, *needles: str) -> str:
     before = snapshot(storage)
-    assert main.main.__module__  # the entry point's main(argv) -> int
-    from orchestrator.cli import run_cli
-
-    assert run_cli(main.main, argv) == 2
+    assert run_command(command, argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     for needle in needles:
@@ -64,15 +61,15 @@ def test_sweep_config_errors(case, tmp_path, capsys):
     (storage / "keep").mkdir(parents=True)
     (storage / "keep" / "file.txt").write_text("untouched")
     config = write_sweep(tmp_path, mutate)
-    run_and_check(sweep, ["--config", config, "--storage", str(storage)], capsys, storage, *needles)
+    run_and_check("sweep", ["--config", config, "--storage", str(storage)], capsys, storage, *needles)
 
 
 def test_sweep_missing_config_file(tmp_path, capsys):
-    run_and_check(sweep, ["--config", str(tmp_path / "nope.yaml")], capsys, tmp_path, "nope.yaml")
+    run_and_check("sweep", ["--config", str(tmp_path / "nope.yaml")], capsys, tmp_path, "nope.yaml")
 
 
 def test_unknown_cli_flag_is_one_line(capsys, tmp_path):
-    run_and_check(sweep, ["--bogus"], capsys, tmp_path, "--bogus")
+    run_and_check("sweep", ["--bogus"], capsys, tmp_path, "--bogus")
 
 
 @pytest.fixture(scope="module")
@@ -90,34 +87,34 @@ def synthetic_checkpoint(tmp_path_factory) -> Path:
 def test_evaluate_unknown_attack(tmp_path, capsys, digits_checkpoint):
     suite = tmp_path / "suite.yaml"
     suite.write_text("- {name: pgdd}\n")
-    run_and_check(evaluate, ["--checkpoints", str(digits_checkpoint), "--suite", str(suite), "--storage",
+    run_and_check("evaluate", ["--checkpoints", str(digits_checkpoint), "--suite", str(suite), "--storage",
                              str(tmp_path / "s"), "--local"], capsys, tmp_path, "pgdd", "pgd")
 
 
 def test_evaluate_unknown_suite(tmp_path, capsys, digits_checkpoint):
-    run_and_check(evaluate, ["--checkpoints", str(digits_checkpoint), "--suite", "papr", "--storage",
+    run_and_check("evaluate", ["--checkpoints", str(digits_checkpoint), "--suite", "papr", "--storage",
                              str(tmp_path / "s"), "--local"], capsys, tmp_path, "papr")
 
 
 def test_evaluate_eps_above_one(tmp_path, capsys, digits_checkpoint):
-    run_and_check(evaluate, ["--checkpoints", str(digits_checkpoint), "--suite", "quick", "--eps", "8",
+    run_and_check("evaluate", ["--checkpoints", str(digits_checkpoint), "--suite", "quick", "--eps", "8",
                              "--storage", str(tmp_path / "s"), "--local"], capsys, tmp_path, "eps")
 
 
 def test_evaluate_attack_eps_above_one(tmp_path, capsys, digits_checkpoint):
     suite = tmp_path / "suite.yaml"
     suite.write_text("- {name: pgd, params: {eps: 8}}\n")
-    run_and_check(evaluate, ["--checkpoints", str(digits_checkpoint), "--suite", str(suite), "--storage",
+    run_and_check("evaluate", ["--checkpoints", str(digits_checkpoint), "--suite", str(suite), "--storage",
                              str(tmp_path / "s"), "--local"], capsys, tmp_path, "eps")
 
 
 def test_evaluate_missing_checkpoint(tmp_path, capsys):
-    run_and_check(evaluate, ["--checkpoints", str(tmp_path / "missing"), "--storage", str(tmp_path / "s"),
+    run_and_check("evaluate", ["--checkpoints", str(tmp_path / "missing"), "--storage", str(tmp_path / "s"),
                              "--local"], capsys, tmp_path, "missing")
 
 
 def test_evaluate_checkpoints_of_different_datasets(tmp_path, capsys, digits_checkpoint, synthetic_checkpoint):
-    run_and_check(evaluate, ["--checkpoints", str(digits_checkpoint), str(synthetic_checkpoint), "--storage",
+    run_and_check("evaluate", ["--checkpoints", str(digits_checkpoint), str(synthetic_checkpoint), "--storage",
                              str(tmp_path / "s"), "--local"], capsys, tmp_path, "different datasets")
 
 
@@ -127,37 +124,37 @@ def test_evaluate_corrupt_checkpoint(tmp_path, capsys, digits_checkpoint):
     bad = tmp_path / "bad"
     shutil.copytree(digits_checkpoint, bad)
     (bad / "model.json").write_text("{not json")
-    run_and_check(evaluate, ["--checkpoints", str(bad), "--storage", str(tmp_path / "s"), "--local"],
+    run_and_check("evaluate", ["--checkpoints", str(bad), "--storage", str(tmp_path / "s"), "--local"],
                   capsys, tmp_path, "model.json")
 
 
 def test_pretrain_duplicate_names(tmp_path, capsys):
     cfg = tmp_path / "t.yaml"
     cfg.write_text(yaml.safe_dump({"storage": str(tmp_path / "s"), "teachers": [{"name": "a"}, {"name": "a"}]}))
-    run_and_check(pretrain, ["--config", str(cfg)], capsys, tmp_path, "teachers", "duplicate")
+    run_and_check("pretrain", ["--config", str(cfg)], capsys, tmp_path, "teachers", "duplicate")
 
 
 def test_distill_unknown_teacher(tmp_path, capsys):
     cfg = tmp_path / "d.yaml"
     cfg.write_text(yaml.safe_dump({"storage": str(tmp_path / "s"), "train": {
         "method": {"name": "rslad"}, "teachers": ["no_such_teacher"]}}))
-    run_and_check(distill, ["--config", str(cfg)], capsys, tmp_path, "no_such_teacher")
+    run_and_check("distill", ["--config", str(cfg)], capsys, tmp_path, "no_such_teacher")
 
 
 def test_distill_bad_method_parameter(tmp_path, capsys):
     cfg = tmp_path / "d.yaml"
     cfg.write_text(yaml.safe_dump({"storage": str(tmp_path / "s"), "train": {"method": {"name": "darht", "dropout": 1.5}}}))
-    run_and_check(distill, ["--config", str(cfg)], capsys, tmp_path, "train.method.dropout")
+    run_and_check("distill", ["--config", str(cfg)], capsys, tmp_path, "train.method.dropout")
 
 
 def test_report_unknown_sweep_is_not_an_error(tmp_path, capsys):
-    assert report.main(["--sweep", "nothing", "--storage", str(tmp_path)]) == 0
+    assert run_command("report", ["--sweep", "nothing", "--storage", str(tmp_path)]) == 0
     assert "no results" in capsys.readouterr().out
 
 
 def test_relative_storage_is_refused_inside_a_submitted_job(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # what Ray's job supervisor sets
-    run_and_check(sweep, ["--storage", "runs"], capsys, tmp_path, "storage: 'runs' is relative", "s3://")
+    run_and_check("sweep", ["--storage", "runs"], capsys, tmp_path, "storage: 'runs' is relative", "s3://")
 
 
 CONSOLE_SCRIPT = str(Path(sys.executable).with_name("robust-distill"))

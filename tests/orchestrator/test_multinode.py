@@ -32,16 +32,14 @@ import yaml
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
 
-from orchestrator import distill as distill_entry
-from orchestrator import pretrain as pretrain_entry
-from orchestrator import sweep as sweep_entry
-from orchestrator.cli import run_cli
-from orchestrator.distillation import DistillConfig, distill
+from orchestrator.cli import run_command
+from orchestrator.config import DistillConfig
+from orchestrator.distill import distill
 from orchestrator.ray_env import check_shared_storage, driver_resources
 from orchestrator.results import ResultsStore
 from orchestrator.storage import Storage
-from orchestrator.sweep_config import load_sweep_config
-from orchestrator.sweeping import run_sweep
+from orchestrator.config import load_sweep_config
+from orchestrator.sweep import run_sweep
 from tiny import tiny_sweep, tiny_train
 from trainers.checkpoint import save_model
 from trainers.configs import ConfigError, from_dict
@@ -149,13 +147,13 @@ def test_local_storage_is_refused_on_a_multi_node_cluster(sim_cluster, teachers,
     pretrain_yaml = tmp_path / "pretrain.yaml"
     pretrain_yaml.write_text(yaml.safe_dump({"storage": str(store), "teachers": [
         {"name": "t", "train": tiny_train({"name": "natural"})}]}))
-    for entry, argv in ((sweep_entry, ["--config", str(config)]), (distill_entry, ["--config", str(distill_yaml)]),
-                        (pretrain_entry, ["--config", str(pretrain_yaml)])):
-        assert run_cli(entry.main, argv) == 2
+    for entry, argv in (("sweep", ["--config", str(config)]), ("distill", ["--config", str(distill_yaml)]),
+                        ("pretrain", ["--config", str(pretrain_yaml)])):
+        assert run_command(entry, argv) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "storage must be shared" in err, err
         assert "the cluster has 3 nodes" in err and "s3://" in err and "storage_shared: true" in err, err
-        assert not store.exists(), f"{entry.__name__} wrote to the storage before refusing it"
+        assert not store.exists(), f"{entry} wrote to the storage before refusing it"
     check_shared_storage(str(store), shared=True, autoscaling=False)
     for uri in ("s3://bucket/runs", "gs://bucket/runs"):
         check_shared_storage(uri, shared=False, autoscaling=False)

@@ -7,7 +7,8 @@ import pickle
 import numpy as np
 import pytest
 
-from orchestrator.sweep_config import load_sweep_config, sample_trials, validate
+from orchestrator.config import load_sweep_config
+from orchestrator.sweep import sample_trials, validate
 from search_spaces import preset_names, preset_path
 
 

@@ -12,11 +12,10 @@ import pytest
 import torch
 
 from attacks.sanity import SanityParams
-from orchestrator import evaluate
-from orchestrator.cli import run_cli
+from orchestrator.cli import run_command
 from orchestrator.eval_pool import run_local, run_pool
-from orchestrator.evaluation import Target, execute, load_suite, plan
-from orchestrator.reporting import build_report
+from orchestrator.evaluate import Target, execute, load_suite, plan
+from orchestrator.report import build_report
 from orchestrator.results import ResultsStore
 from orchestrator.sanity import plan_sanity
 from orchestrator.sanity_report import CHECKS, format_verdicts, read_verdicts
@@ -130,7 +129,7 @@ def test_evaluate_prints_verdicts_from_a_fresh_directory(checkpoints, tmp_path):
 
 def test_bad_sanity_points_is_a_one_line_error(checkpoints, tmp_path, capsys):
     argv = ["--checkpoints", str(checkpoints[0]), "--storage", str(tmp_path / "runs"), "--sanity-points", "-1"]
-    assert run_cli(evaluate.main, argv) == 2
+    assert run_command("evaluate", argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: sanity_points: must be >= 0") and len(err.splitlines()) == 1
     assert not (tmp_path / "runs" / "results").exists()

@@ -1,9 +1,7 @@
 """Picking the trials to evaluate: best by validation W-Robust, or from the Pareto front."""
 from __future__ import annotations
 
-from orchestrator.sweep_config import SweepConfig
-from orchestrator.sweeping import pareto_front, select_trials
-from trainers.configs import from_dict
+from orchestrator.trials import pareto_front, select_trials
 
 
 def trial(run, clean, pgd, error=None, checkpoint="ck"):
@@ -18,13 +16,11 @@ def test_pareto_front_by_hand():
 
 
 def test_single_objective_takes_the_best_finished_trials():
-    cfg = from_dict(SweepConfig, {"evaluation": {"top_n": 2}})
     trials = [trial("a", 0.9, 0.1), trial("b", 0.8, 0.4), trial("c", 0.95, 0.5, error="boom"),
               trial("d", 0.7, 0.3), trial("e", 0.99, 0.99, checkpoint=None)]
-    assert [t.run for t in select_trials(trials, cfg)] == ["darht-b", "darht-a"]
+    assert [t.run for t in select_trials(trials, "single", top_n=2)] == ["darht-b", "darht-a"]
 
 
 def test_multi_objective_takes_the_front_ranked_by_w_robust():
-    cfg = from_dict(SweepConfig, {"evaluation": {"top_n": 5}, "search": {"objective": "multi"}})
     trials = [trial("a", 0.9, 0.1), trial("b", 0.8, 0.4), trial("c", 0.7, 0.3), trial("d", 0.6, 0.45)]
-    assert [t.run for t in select_trials(trials, cfg)] == ["darht-b", "darht-d", "darht-a"]
+    assert [t.run for t in select_trials(trials, "multi", top_n=5)] == ["darht-b", "darht-d", "darht-a"]

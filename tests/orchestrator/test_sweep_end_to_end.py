@@ -11,8 +11,7 @@ import ray
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from orchestrator import sweep as sweep_entry
-from orchestrator.cli import run_cli
+from orchestrator.cli import run_command
 from orchestrator.results import ResultsStore
 from orchestrator.storage import Storage
 from orchestrator.teacher_registry import TeacherRegistry
@@ -118,10 +117,10 @@ def test_same_config_continues_and_a_different_one_is_refused(finished_sweep, ca
     raw = yaml.safe_load((project / "tiny.yaml").read_text())
     raw["search"]["num_samples"] = 3
     (project / "changed.yaml").write_text(yaml.safe_dump(raw))
-    assert run_cli(sweep_entry.main, ["--config", "changed.yaml"]) == 2
+    assert run_command("sweep", ["--config", "changed.yaml"]) == 2
     assert "a different sweep named 'tiny'" in capsys.readouterr().err
     assert sorted(p.name for p in storage.local("results").iterdir()) == files
-    assert run_cli(sweep_entry.main, ["--config", "tiny.yaml", "--resume"]) == 0
+    assert run_command("sweep", ["--config", "tiny.yaml", "--resume"]) == 0
     out = capsys.readouterr().out
     assert "continuing the sweep" in out and "teacher:t_at" in out and "in the registry, not retrained" in out
     assert {r["key"] for r in store.read()} == before
@@ -131,5 +130,5 @@ def test_same_config_continues_and_a_different_one_is_refused(finished_sweep, ca
 def test_resume_of_an_unknown_sweep_is_refused(tmp_path, capsys):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(tiny_sweep(str(tmp_path / "store"), name="never")))
-    assert run_cli(sweep_entry.main, ["--config", str(path), "--resume"]) == 2
+    assert run_command("sweep", ["--config", str(path), "--resume"]) == 2
     assert "no sweep 'never'" in capsys.readouterr().err

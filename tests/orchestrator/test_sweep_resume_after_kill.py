@@ -15,8 +15,7 @@ import pytest
 import ray
 import yaml
 
-from orchestrator import sweep as sweep_entry
-from orchestrator.cli import run_cli
+from orchestrator.cli import run_command
 from orchestrator.results import ResultsStore
 from orchestrator.storage import Storage
 from tiny import tiny_sweep
@@ -62,7 +61,7 @@ def test_killed_sweep_resumes_from_checkpoints(tmp_path):
     before = {r["key"]: r["written_at"] for r in store.read(kind="epoch", sweep="killed")}
     assert store.read(kind="trial", sweep="killed") == []  # killed inside the first trial
 
-    assert run_cli(sweep_entry.main, ["--config", str(config), "--resume"]) == 0
+    assert run_command("sweep", ["--config", str(config), "--resume"]) == 0
     trials = store.read(kind="trial", sweep="killed")
     assert len(trials) == 2 and all(t["metrics"]["error"] is None for t in trials)
     epochs = store.read(kind="epoch", sweep="killed")

@@ -10,9 +10,7 @@ import ray.train
 from ray import cloudpickle
 import yaml
 
-from orchestrator import distill as distill_entry
-from orchestrator import pretrain as pretrain_entry
-from orchestrator.cli import run_cli
+from orchestrator.cli import run_command
 from orchestrator.ray_train import Resources, run_training
 from orchestrator.results import ResultsStore
 from orchestrator.storage import Storage
@@ -32,7 +30,7 @@ def teachers_config(ray_session, tmp_path_factory):
     path.write_text(yaml.safe_dump({"storage": str(root / "store"), "teachers": [
         {"name": "cnn_at", "train": tiny_train({"name": "pgd_at", "steps": 2})},
         {"name": "cnn_nat", "train": tiny_train({"name": "natural"})}]}))
-    assert run_cli(pretrain_entry.main, ["--config", str(path)]) == 0
+    assert run_command("pretrain", ["--config", str(path)]) == 0
     return path, Storage(root / "store")
 
 
@@ -54,10 +52,10 @@ def test_pretrain_skips_registered_and_force_retrains(teachers_config, capsys):
     path, storage = teachers_config
     index = ResultsStore(storage, "teachers/index")
     before = len(storage.list_files("teachers/index"))
-    assert run_cli(pretrain_entry.main, ["--config", str(path)]) == 0
+    assert run_command("pretrain", ["--config", str(path)]) == 0
     assert "not retrained" in capsys.readouterr().out
     assert len(storage.list_files("teachers/index")) == before
-    assert run_cli(pretrain_entry.main, ["--config", str(path), "--force", "--only", "cnn_nat"]) == 0
+    assert run_command("pretrain", ["--config", str(path), "--force", "--only", "cnn_nat"]) == 0
     assert len(storage.list_files("teachers/index")) == before + 1
     assert {r["metrics"]["name"] for r in index.read(kind="teacher")} == {"cnn_at", "cnn_nat"}
 
@@ -67,7 +65,7 @@ def test_distill_from_registry_teachers(teachers_config, tmp_path, capsys):
     cfg = tmp_path / "distill.yaml"
     cfg.write_text(yaml.safe_dump({"name": "rslad-tiny", "storage": storage.uri, "train": {
         **tiny_train({"name": "rslad", "steps": 2}), "teachers": ["cnn_at"]}}))
-    assert run_cli(distill_entry.main, ["--config", str(cfg)]) == 0
+    assert run_command("distill", ["--config", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "test (best-on-val)" in out and "checkpoints:" in out
     model, sidecar = load_model(storage.local("runs", "rslad-tiny", "best"))

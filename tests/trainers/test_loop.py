@@ -16,7 +16,7 @@ from trainers.checkpoint import CheckpointError, load_model, read_document, read
 from trainers.config import DataConfig, TrainConfig
 from trainers.configs import ConfigError, from_dict
 from trainers.data import load_dataset
-from trainers.evaluation import evaluate_clean_pgd
+from trainers.validation import evaluate_clean_pgd
 from trainers.loop import TrainingDiverged, fit, preflight, setup
 from trainers.methods.natural import Natural
 from trainers.models import DataCfg, build_model

@@ -1,22 +1,18 @@
-"""The sweep configuration (one YAML file, usually a preset) and its validation, which runs
-before anything starts: every error names the field and nothing is written."""
+"""The configs of the orchestrator's jobs (sweep, pretrain, distill), one YAML file each, validated
+before anything starts: every error names the dotted field, and nothing is written. The training
+config they embed is trainers.config.TrainConfig."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import optuna
-
 from orchestrator.ray_train import Resources
+from orchestrator.storage import resolve_storage
 from orchestrator.teacher_registry import TeacherSpec
 from search_spaces import SPACES
 from trainers import TrainConfig
 from trainers.config import DataConfig
-from orchestrator.storage import resolve_storage
-from trainers.configs import (ConfigError, absolute_if_path, check, from_dict, load_yaml, merge_dicts, resolve_fields,
-                              to_dict)
-from trainers.loop import preflight
-from trainers.methods import METHODS, parse_method
+from trainers.configs import (ConfigError, absolute_if_path, check, from_dict, load_yaml, merge_dicts, resolve_fields)
 from trainers.registry import unknown_name_message
 
 
@@ -119,66 +115,36 @@ def load_sweep_config(path: str, overrides: dict[str, Any] | None = None) -> Swe
     return from_dict(SweepConfig, raw)
 
 
-def sample_trials(cfg: SweepConfig, n: int = 24) -> list[dict[str, Any]]:
-    """Draw configurations from the space without training (validation and dry runs)."""
-    space = SPACES[cfg.search.space]
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    out = []
-    for _ in range(n):
-        trial = study.ask()
-        try:
-            out.append(space(trial, cfg.search.options))
-        except (KeyError, TypeError, ValueError) as err:
-            raise ConfigError("search.options", f"the space cannot be sampled: {err}") from None
-        study.tell(trial, 0.0)
-    return out
+@dataclass(frozen=True, kw_only=True)
+class PretrainConfig:
+    storage: str = "runs"
+    """Storage URI (local path, s3://, gs://) holding the registry, Ray runs and TensorBoard."""
+    storage_shared: bool = False
+    """A local storage path that every node mounts (NFS): allowed on a multi-node cluster."""
+    resources: Resources = field(default_factory=Resources)
+    autoscaling: bool = False
+    """The cluster can add nodes: don't refuse requests larger than what is there now."""
+    teachers: tuple[TeacherSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        resolve_fields(self, storage=resolve_storage)
+        names = [t.name for t in self.teachers]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        check(not dup, "teachers", f"duplicate teacher names {dup}")
 
 
-def validate(cfg: SweepConfig) -> None:
-    """Everything that can be checked without training: methods, teachers, options, datasets."""
-    teacher_names = {t.name for t in cfg.teachers}
-    options = cfg.search.options
-    methods = options.get("method", "darht")
-    for i, method in enumerate(methods if isinstance(methods, list) else [methods]):
-        check(method in METHODS, f"search.options.method[{i}]" if isinstance(methods, list) else "search.options.method",
-              unknown_name_message("method", method, METHODS.names()))
-    samples = sample_trials(cfg)
-    for sample in samples:
-        for name in sample["teacher_names"]:
-            check(name in teacher_names, "search.options", f"teacher {name!r} is not in teachers "
-                  f"({', '.join(sorted(teacher_names)) or 'none'})")
-        method = sample["overrides"]["method"]
-        try:
-            parse_method(method)
-        except ConfigError as err:
-            raise err.under(f"search.options.{method['name']}") from None
-    for i, name in enumerate(cfg.evaluation.baselines):
-        check(name in teacher_names or "/" in name, f"evaluation.baselines[{i}]",
-              f"{name!r} is neither a teacher of this sweep nor a checkpoint path")
-    datasets = {t.train.data.name for t in cfg.teachers} | {cfg.student.data.name}
-    check(len(datasets) == 1, "data", f"teachers and students must share one dataset, got {sorted(datasets)}")
-    info = cfg.data.load().info
-    for i, teacher in enumerate(cfg.teachers):
-        try:
-            preflight(teacher.train, info)
-        except ConfigError as err:
-            raise err.under(f"teachers[{i}].train") from None
-    for sample in samples:
-        trial = trial_config(cfg, sample, {n: n for n in sample["teacher_names"]})
-        try:
-            preflight(trial, info)
-        except ConfigError as err:
-            raise err.under("student") from None
+@dataclass(frozen=True, kw_only=True)
+class DistillConfig:
+    name: str = "distill"
+    """Run name: stable, so re-running an interrupted run resumes it."""
+    storage: str = "runs"
+    storage_shared: bool = False
+    """A local storage path that every node mounts (NFS): allowed on a multi-node cluster."""
+    resources: Resources = field(default_factory=Resources)
+    autoscaling: bool = False
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """The training config; `teachers` may name registry teachers instead of paths."""
 
-
-def trial_config(cfg: SweepConfig, sample: dict[str, Any], teacher_paths: dict[str, str], name: str = "trial") -> TrainConfig:
-    """The student config with a sampled trial's overrides and its teachers' checkpoint paths."""
-    merged = merge_dicts(to_dict(cfg.student), sample["overrides"])
-    merged["method"] = sample["overrides"]["method"]  # a method's parameters never mix with another's
-    merged.update(name=name, teachers=[teacher_paths[t] for t in sample["teacher_names"]])
-    try:
-        return from_dict(TrainConfig, merged)
-    except ConfigError as err:
-        raise err.under("search.options.train") from None
-
+    def __post_init__(self) -> None:
+        resolve_fields(self, storage=resolve_storage)
+        check(bool(self.name) and "/" not in self.name, "name", f"must be a non-empty name without '/', got {self.name!r}")

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from attacks import AttackSpec
-from attacks.evaluate import clean_correct, robust_correct
+from attacks.scoring import clean_correct, robust_correct
 from trainers.data import Split, as_float
 from trainers.distributed import DistInfo, all_reduce_sum
 from trainers.modes import eval_mode

@@ -1,0 +1,128 @@
+"""Stage 2 of a sweep: Ray Tune + Optuna over distillation trials. Each trial is a Tune function
+trainable (the trial's driver) that builds a TorchTrainer and calls fit(); Ray Train V2 refuses
+the older Tuner(TorchTrainer) shape (docs/clusters.md#how-the-project-uses-ray)."""
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import optuna
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.optuna import OptunaSearch
+
+from orchestrator.config import SweepConfig
+from orchestrator.console import TrialProgress, trial_label
+from orchestrator.ray_env import driver_resources
+from orchestrator.ray_train import run_training
+from orchestrator.results import ResultsStore
+from orchestrator.storage import Storage
+from orchestrator.trials import MULTI_METRICS, SINGLE_METRIC, trial_params, trial_row
+from search_spaces import SPACES
+from trainers import TrainConfig
+from trainers.configs import ConfigError, from_dict, merge_dicts, to_dict
+
+
+
+def trial_driver(config: dict[str, Any], setup: dict[str, Any]) -> None:
+    """One Tune trial: a Ray Train distillation run with the sampled configuration."""
+    cfg = from_dict(SweepConfig, setup["sweep"])
+    trial_id = tune.get_context().get_trial_id()
+    sample = {"overrides": config["overrides"], "teacher_names": config["teacher_names"]}
+    train = trial_config(cfg, sample, setup["teacher_paths"], name=trial_label(config, trial_id))
+    storage = Storage(cfg.storage)
+    params = trial_params(config)
+    result = run_training(train, name=f"train-{trial_id}", storage=storage, resources=cfg.resources.trial,
+                          tensorboard_dir=storage.uri_of("tensorboard", cfg.name, trial_id),
+                          hparams=params, results_uri=storage.uri, sweep=cfg.name, callbacks=[TuneReportCallback()])
+    checkpoint = None if result.checkpoint is None else _uri(result.checkpoint) + "/best"
+    ResultsStore(storage).append([trial_row(cfg.name, trial_id, config, result.metrics, checkpoint,
+                                            None if result.error is None else str(result.error))])
+    if result.error is not None:
+        raise result.error
+
+
+def finished_trials(storage_uri: str, sweep: str) -> int:
+    return len(ResultsStore(Storage(storage_uri)).keys(kind="trial", sweep=sweep))
+
+
+class StoppedTrialRows(tune.Callback):
+    """A trial the scheduler stops early (ASHA) is ended by Tune before its driver writes its row;
+    the sweep's driver writes it from the trial's last report, so the report lists every trial."""
+
+    def __init__(self, storage_uri: str, sweep: str) -> None:
+        self.storage_uri, self.sweep = storage_uri, sweep
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        store = ResultsStore(Storage(self.storage_uri))
+        if f"trial/{self.sweep}/{trial.trial_id}" in store.keys(kind="trial", sweep=self.sweep):
+            return
+        last = dict(trial.last_result or {})
+        checkpoint = last.pop("checkpoint_path", None)
+        final = {k: v for k, v in last.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        store.append([trial_row(self.sweep, trial.trial_id, trial.config, final,
+                                checkpoint and checkpoint + "/best", None, stopped=True)])
+
+
+def search(cfg: SweepConfig, storage: Storage, teacher_paths: dict[str, str], resume: bool) -> None:
+    setup = {"sweep": to_dict(cfg), "teacher_paths": teacher_paths}
+    trainable = tune.with_resources(tune.with_parameters(trial_driver, setup=setup), driver_resources())
+    path = storage.uri_of("tune", cfg.name)
+    # A restored Tuner runs the callbacks saved with its first run: they hold no state of their own.
+    callbacks = [StoppedTrialRows(storage.uri, cfg.name),
+                 TrialProgress(cfg.search.num_samples, partial(finished_trials, storage.uri, cfg.name))]
+    if resume:
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(trainable, tune_config=_tune_config(cfg), run_config=tune.RunConfig(
+            name=cfg.name, storage_path=storage.uri_of("tune"), verbose=0, callbacks=callbacks,
+            failure_config=tune.FailureConfig(max_failures=1)))
+    tuner.fit()
+
+
+def _tune_config(cfg: SweepConfig) -> tune.TuneConfig:
+    s = cfg.search
+    multi = s.objective == "multi"
+    searcher = OptunaSearch(space=partial(SPACES[s.space], options=s.options), metric=MULTI_METRICS if multi else SINGLE_METRIC,
+                            mode=["max", "max"] if multi else "max", sampler=_sampler(s.sampler, multi, cfg.student.seed),
+                            points_to_evaluate=[dict(p) for p in s.points] or None)
+    scheduler = FIFOScheduler()
+    if s.scheduler.kind == "asha":
+        max_epochs = max(cfg.student.epochs, *_epoch_choices(s.options))
+        scheduler = ASHAScheduler(time_attr="training_iteration", metric="val_w_robust", mode="max", max_t=max_epochs + 1,
+                                  grace_period=s.scheduler.grace_period, reduction_factor=s.scheduler.reduction_factor)
+    return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=s.num_samples,
+                           max_concurrent_trials=s.max_concurrent, trial_dirname_creator=lambda t: t.trial_id)
+
+
+def _sampler(name: str, multi: bool, seed: int) -> Any:
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "nsga2" or (name == "auto" and multi):
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def _epoch_choices(options: dict[str, Any]) -> list[int]:
+    epochs = (options.get("train") or {}).get("epochs", [])
+    if isinstance(epochs, dict):
+        return [int(epochs["high"])]
+    return [int(e) for e in epochs] if isinstance(epochs, list) else [int(epochs)]
+
+
+def _uri(checkpoint: Any) -> str:
+    fs = checkpoint.filesystem
+    scheme = getattr(fs, "type_name", "local")
+    return checkpoint.path if scheme == "local" else f"{'gs' if scheme == 'gcs' else scheme}://{checkpoint.path}"
+
+
+def trial_config(cfg: SweepConfig, sample: dict[str, Any], teacher_paths: dict[str, str], name: str = "trial") -> TrainConfig:
+    """The student config with a sampled trial's overrides and its teachers' checkpoint paths."""
+    merged = merge_dicts(to_dict(cfg.student), sample["overrides"])
+    merged["method"] = sample["overrides"]["method"]  # a method's parameters never mix with another's
+    merged.update(name=name, teachers=[teacher_paths[t] for t in sample["teacher_names"]])
+    try:
+        return from_dict(TrainConfig, merged)
+    except ConfigError as err:
+        raise err.under("search.options.train") from None
