@@ -168,8 +168,9 @@ class Timeline(threading.Thread):
         self.nodes.update({n["NodeID"]: (n["Resources"].get("CPU"), n["Resources"].get(STANDIN)) for n in nodes})
         alive = set()
         for actor in list_actors(address=self.dashboard, filters=[("state", "=", "ALIVE")], limit=10_000, timeout=20):
-            alive.add(actor.class_name)
-            self.placement.setdefault(actor.class_name, set()).add(actor.node_id)
+            name = actor.class_name.rsplit(".", 1)[-1]  # Ray may report 'wrap_function.<locals>.ImplicitFunc'
+            alive.add(name)
+            self.placement.setdefault(name, set()).add(actor.node_id)
         for cls, event in (("ImplicitFunc", "trial driver started"), ("RayTrainWorker", "training worker running")):
             if cls in alive:
                 self.mark(event)
@@ -207,7 +208,7 @@ def test_pending_trials_start_workers_from_zero_and_idle_ones_go_away(fake_clust
     assert len(timeline.nodes) == 2 and set(timeline.nodes.values()) == {(1.0, 1.0)}, timeline.nodes
     assert e["second worker node up"] < e["sweep finished"]
     missed = {"trial driver started", "training worker running"} - set(e)
-    assert not missed, (missed, e, timeline.errors[-3:])
+    assert not missed, (missed, e, timeline.errors[-3:], sorted(timeline.placement))
     assert e["trial driver started"] < e["worker node up"] < e["training worker running"], e
     head = {n["NodeID"] for n in ray.nodes() if n["Resources"].get("train_driver")}
     assert timeline.placement["ImplicitFunc"] == head  # trial drivers on the CPU-0 head...

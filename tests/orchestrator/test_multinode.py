@@ -69,10 +69,11 @@ class SimCluster:
     """node id -> the node handle (for remove_node)."""
 
     def actors(self, class_name: str, alive_only: bool = False) -> dict[str, str]:
-        """actor id -> node id of the actors of a class (dead ones too unless alive_only)."""
-        filters = [("class_name", "=", class_name)] + ([("state", "=", "ALIVE")] if alive_only else [])
+        """actor id -> node id of the actors of a class (dead ones too unless alive_only). Ray
+        reports a class by its name or its qualified name ('wrap_function.<locals>.ImplicitFunc')."""
+        filters = [("state", "=", "ALIVE")] if alive_only else []
         actors = list_actors(address=self.dashboard, filters=filters, limit=10_000, timeout=60)
-        return {a.actor_id: a.node_id for a in actors}
+        return {a.actor_id: a.node_id for a in actors if a.class_name.rsplit(".", 1)[-1] == class_name}
 
     def new_actor_nodes(self, class_name: str, before: dict[str, str]) -> list[str]:
         """Node ids of the actors of a class that are not in `before`, sorted."""
