@@ -30,10 +30,10 @@ import torch
 import yaml
 from ray.util.state import list_actors
 
+from orchestrator.config import load_sweep_config
 from orchestrator.results import ResultsStore
 from orchestrator.storage import Storage
-from orchestrator.sweep_config import load_sweep_config
-from orchestrator.sweeping import run_sweep
+from orchestrator.sweep import run_sweep
 from trainers.checkpoint import save_model
 from trainers.data import load_dataset
 from trainers.models import DataCfg, build_model
