@@ -16,7 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.common import device_name, median_seconds, print_table
 from trainers.checkpoint import save_model
-from trainers.methods import MethodContext, StepInfo, parse_method
+from trainers.methods import MethodContext, StepInfo, method_config
 from trainers.methods.darht import darht_loss
 from trainers.models import DataCfg, build_model
 from trainers.teachers import TeacherSet
@@ -106,13 +106,14 @@ def teacher_overhead(args, device, x, y) -> None:
         teachers = TeacherSet(paths, dataset="synthetic", num_classes=10, device=device)
     attack = {"steps": args.steps, "step_size": 2 / 255, "eps": 8 / 255}
     setups = {
-        "PGD-AT step": ("pgd_at", {"name": "pgd_at", "random_start": "normal", **attack}, None),
+        "PGD-AT step": ("pgd_at", {"name": "pgd_at", "attack": {"random_start": "normal", **attack}}, None),
         f"DARHT step ({len(args.teachers)} teachers)": (
-            "darht", {"name": "darht", "attack": "ce_pgd", "adv_prob": 1.0, "mc_samples": 1, "dropout": 0.0,
-                      "attack_steps": args.steps, "attack_step_size": 2 / 255, "attack_eps": 8 / 255}, teachers)}
+            "darht", {"name": "darht", "attack": {"preset": "ce_pgd", **attack}, "adv_prob": 1.0, "mc_samples": 1,
+                      "dropout": 0.0}, teachers)}
     rows, flops = [], {}
     for label, (name, raw, tset) in setups.items():
-        mdef, mcfg = parse_method(raw)
+        mcfg = method_config(raw)
+        mdef = mcfg.definition
         torch.manual_seed(0)
         arch, kwargs = (mdef.student(args.student, {}, mcfg, len(args.teachers)) if mdef.student else (args.student, {}))
         model = build_model(arch, num_classes=10, data_cfg=CFG, **kwargs).to(device)

@@ -40,7 +40,7 @@ from benchmarks.common import (device_name, interleaved_seconds, peak_memory, pr
 from benchmarks.fat_attack import CIFAR, fat_rows, labelled_batch
 from benchmarks.train_epoch import epoch_seconds
 from trainers.checkpoint import save_model
-from trainers.methods import MethodContext, StepInfo, parse_method
+from trainers.methods import MethodContext, StepInfo, method_config
 from trainers.models import build_model
 from trainers.modes import eval_mode
 from trainers.teachers import TeacherSet
@@ -140,7 +140,8 @@ def attention_kind(model: nn.Module) -> str:
 def student_step(raw: dict[str, Any], s: Sizes, teachers: TeacherSet | None,
                  autocast: Callable[[], Any], device: torch.device) -> tuple[Callable[..., None], nn.Module]:
     """(step(x, y), the student) for method config `raw`; lr 0, so every repeat does the same work."""
-    mdef, mcfg = parse_method(raw)
+    mcfg = method_config(raw)
+    mdef = mcfg.definition
     arch, kwargs = (mdef.student(s.student, s.student_kwargs, mcfg, len(teachers)) if mdef.student
                     else (s.student, s.student_kwargs))
     torch.manual_seed(0)
@@ -172,10 +173,10 @@ def darht_step(s: Sizes, device: torch.device) -> None:
     teachers, names = load_teachers(s, device)
     base, full, paper = "PGD-AT step", "DARHT step, CE-PGD on all", "DARHT step, paper profile"
     alone = "teachers' forwards alone"
-    steps = {base: student_step({"name": "pgd_at", "steps": s.steps}, s, None, autocast, device),
-             full: student_step({"name": "darht", "attack": "ce_pgd", "adv_prob": 1.0, "mc_samples": 1,
-                                 "dropout": 0.0, "attack_steps": s.steps}, s, teachers, autocast, device),
-             paper: student_step({"name": "darht", "attack_steps": s.steps}, s, teachers, autocast, device)}
+    steps = {base: student_step({"name": "pgd_at", "attack": {"steps": s.steps}}, s, None, autocast, device),
+             full: student_step({"name": "darht", "attack": {"preset": "ce_pgd", "steps": s.steps}, "adv_prob": 1.0,
+                                 "mc_samples": 1, "dropout": 0.0}, s, teachers, autocast, device),
+             paper: student_step({"name": "darht", "attack": {"steps": s.steps}}, s, teachers, autocast, device)}
     x, y = labelled_batch(steps[paper][1], s.batch, 0.8, device)  # FAT stops as it would mid-training
     x = x.contiguous(memory_format=torch.channels_last) if gpu else x
 

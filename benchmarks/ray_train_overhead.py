@@ -17,7 +17,7 @@ from orchestrator.ray_train import Resources, run_training
 from orchestrator.results import ResultsStore
 from orchestrator.storage import Storage
 from trainers import TrainConfig, fit
-from trainers.configs import from_dict
+from trainers.config import from_dict
 
 
 def epoch_walls(ends: list[float]) -> list[float]:
@@ -33,7 +33,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = from_dict(TrainConfig, {
             "epochs": args.epochs, "output_dir": f"{tmp}/direct", "threads": 1,
-            "model": {"arch": "small_cnn"}, "method": {"name": "pgd_at", "steps": 5},
+            "model": {"arch": "small_cnn"}, "method": {"name": "pgd_at", "attack": {"steps": 5}},
             "data": {"name": "synthetic", "batch_size": 64, "options": {
                 "image_size": 16, "channels": 3, "train_size": args.images, "val_size": 64, "test_size": 64}},
             "validation": {"pgd_steps": 1, "test_at_end": False}})

@@ -13,7 +13,7 @@ import torch
 
 from benchmarks.common import device_name, print_table
 from trainers import TrainConfig, fit
-from trainers.configs import from_dict
+from trainers.config import from_dict
 
 
 def epoch_seconds(*, model: str, images: int, batch: int, steps: int, device: str, precision: str,
@@ -24,7 +24,7 @@ def epoch_seconds(*, model: str, images: int, batch: int, steps: int, device: st
         cfg = from_dict(TrainConfig, {
             "epochs": 2, "output_dir": out, "device": device, "precision": precision, "channels_last": channels_last,
             "compile": compiled, "model": {"arch": model, "kwargs": model_kwargs or {}},
-            "method": {"name": "pgd_at", "steps": steps},
+            "method": {"name": "pgd_at", "attack": {"steps": steps}},
             "data": {"name": "synthetic", "batch_size": batch, "options": {
                 "image_size": 32, "channels": 3, "train_size": images, "val_size": 64, "test_size": 64}},
             "validation": {"pgd_steps": 1, "test_at_end": False}})

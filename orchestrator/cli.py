@@ -20,7 +20,7 @@ from orchestrator.storage import Storage
 from orchestrator.sweep import run_sweep
 from search_spaces import preset_names, preset_path
 from trainers.checkpoint import CheckpointError
-from trainers.configs import ConfigError, from_dict, load_yaml
+from trainers.config import ConfigError, from_dict, load_yaml
 from trainers.data import DatasetError
 from trainers.registry import UnknownNameError
 

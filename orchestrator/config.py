@@ -3,31 +3,77 @@ before anything starts: every error names the dotted field, and nothing is writt
 config they embed is trainers.config.TrainConfig."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict
 
 from orchestrator.ray_train import Resources
 from orchestrator.storage import resolve_storage
 from orchestrator.teacher_registry import TeacherSpec
 from search_spaces import SPACES
 from trainers import TrainConfig
-from trainers.config import DataConfig
-from trainers.configs import (ConfigError, absolute_if_path, check, from_dict, load_yaml, merge_dicts, resolve_fields)
+from trainers.config import (Config, ConfigError, DataConfig, NameOrPath, check, from_dict, load_yaml, merge_dicts,
+                             resolved)
+from trainers.methods import METHODS
 from trainers.registry import unknown_name_message
 
 
-@dataclass(frozen=True, kw_only=True)
-class SchedulerConfig:
+StorageURI = Annotated[str, resolved(resolve_storage)]
+"""A storage URI; a local path is made absolute when the config is built."""
+
+
+class SchedulerConfig(Config):
     kind: Literal["none", "asha"] = "none"
     """asha: stop weak trials early on validation W-Robust (successive halving over epochs)."""
     grace_period: int = 1
     reduction_factor: int = 2
 
 
-@dataclass(frozen=True, kw_only=True)
-class SearchConfig:
+class TeacherOptions(Config):
+    """The teacher sets a method with any number of teachers (DARHT) may pick: any `count` of the
+    `candidates`, or one of the named `compositions`."""
+
+    candidates: tuple[str, ...] = ()
+    count: Any = None
+    """An int, a list of choices or a {low, high} range (None: all candidates)."""
+    compositions: dict[str, list[str]] = {}
+    """Named sets, e.g. the paper's Table 2 groups {2_wrn: [a, b], wrn_vit: [a, c]}."""
+
+    def check(self) -> None:
+        check(bool(self.candidates) != bool(self.compositions), "candidates",
+              "give either candidates (with count) or compositions")
+
+
+class SearchOptions(Config):
+    """What the search space chooses from. Besides the fields, one block per method names its
+    parameters' choices and its teachers' roles, e.g. `darht: {mc_samples: [1, 4]}`,
+    `rslad: {teacher: [a, b], attack: {steps: 5}}` (search_spaces/distill.py)."""
+
+    model_config = ConfigDict(extra="allow")  # merged with Config's: the method blocks
+    method: Any = "darht"
+    """A method name or a list of them to choose from."""
+    teachers: TeacherOptions | None = None
+    train: dict[str, Any] = {}
+    """Choices for the training config shared by every method, e.g. {optim: {lr: {low: .., high: ..}}}."""
+
+    def check(self) -> None:
+        names = self.method if isinstance(self.method, list) else [self.method]
+        check(bool(names), "method", "an empty list of methods to choose from")
+        for i, name in enumerate(names):
+            check(name in METHODS, f"method[{i}]" if isinstance(self.method, list) else "method",
+                  unknown_name_message("method", name, METHODS.names()))
+        for block, value in (self.model_extra or {}).items():
+            check(block in METHODS, block, unknown_name_message("method block", block, METHODS.names()))
+            check(isinstance(value, dict), block, f"expected a mapping of {block}'s parameters, got {value!r}")
+
+    def plain(self) -> dict[str, Any]:
+        """The options as the search space function reads them."""
+        return self.model_dump(exclude_none=True)
+
+
+class SearchConfig(Config):
     space: str = "distill"
-    options: dict[str, Any] = field(default_factory=dict)
+    options: SearchOptions = SearchOptions()
     num_samples: int = 8
     max_concurrent: int = 2
     objective: Literal["single", "multi"] = "single"
@@ -36,20 +82,20 @@ class SearchConfig:
     points: tuple[dict[str, Any], ...] = ()
     """Configurations evaluated first (Optuna enqueues them), e.g. every cell of a paper's grid:
     [{method: darht}, {method: rslad}] or [{teachers/composition: hetero}, ...]."""
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    scheduler: SchedulerConfig = SchedulerConfig()
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         check(self.space in SPACES, "space", unknown_name_message("search space", self.space, SPACES))
         check(self.num_samples >= 1, "num_samples", f"must be >= 1, got {self.num_samples}")
         check(self.max_concurrent >= 1, "max_concurrent", f"must be >= 1, got {self.max_concurrent}")
 
 
-@dataclass(frozen=True, kw_only=True)
-class EvalConfig:
+class EvalConfig(Config):
     top_n: int = 2
     """The best N trials (by validation W-Robust; multi-objective: from the Pareto front)."""
-    suite: str = "paper"
-    baselines: tuple[str, ...] = ()
+    suite: NameOrPath = "paper"
+    """A suite of orchestrator/suites.yaml or a YAML file of attacks."""
+    baselines: tuple[NameOrPath, ...] = ()
     """Teachers (registry names) or checkpoint paths evaluated alongside."""
     shard_size: int = 1000
     batch_size: int = 256
@@ -60,91 +106,92 @@ class EvalConfig:
     sanity_points: int = 200
     """Subsample of the sanity checks of every evaluated checkpoint (orchestrator.sanity); 0: off."""
 
-    def __post_init__(self) -> None:
-        resolve_fields(self, suite=absolute_if_path, baselines=absolute_if_path)
+    def check(self) -> None:
         check(self.top_n >= 0, "top_n", f"must be >= 0, got {self.top_n}")
         check(self.sanity_points >= 0, "sanity_points", f"must be >= 0 (0: off), got {self.sanity_points}")
         check(self.actors >= 1, "actors", f"must be >= 1, got {self.actors}")
 
 
-@dataclass(frozen=True, kw_only=True)
-class SweepResources:
-    trial: Resources = field(default_factory=Resources)
-    pretrain: Resources = field(default_factory=Resources)
+class SweepResources(Config):
+    trial: Resources = Resources()
+    pretrain: Resources = Resources()
     autoscaling: bool = False
     """The cluster can add nodes: don't refuse requests larger than what is there now."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class SweepConfig:
+class SweepConfig(Config):
     name: str = "demo"
-    storage: str = "runs"
+    storage: StorageURI = "runs"
     storage_shared: bool = False
     """A local storage path that every node mounts (NFS): allowed on a multi-node cluster."""
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataConfig = DataConfig()
     """Shared by teachers and students."""
+    eps: float | None = None
+    """The threat model (L-inf radius) of the whole sweep: teachers' and students' training and
+    validation, and the test evaluation (None: the dataset's default)."""
     teachers: tuple[TeacherSpec, ...] = ()
     """Every teacher the search space can pick; the missing ones are pretrained first."""
-    student: TrainConfig = field(default_factory=TrainConfig)
+    student: TrainConfig = TrainConfig()
     """The trials' base training config; the search space overrides parts of it."""
-    search: SearchConfig = field(default_factory=SearchConfig)
-    evaluation: EvalConfig = field(default_factory=EvalConfig)
-    resources: SweepResources = field(default_factory=SweepResources)
+    search: SearchConfig = SearchConfig()
+    evaluation: EvalConfig = EvalConfig()
+    resources: SweepResources = SweepResources()
 
-    def __post_init__(self) -> None:
-        resolve_fields(self, storage=resolve_storage)
+    def check(self) -> None:
         check(bool(self.name) and all(c.isalnum() or c in "-_" for c in self.name), "name",
               f"use letters, digits, '-' and '_' only, got {self.name!r}")
         names = [t.name for t in self.teachers]
         check(len(set(names)) == len(names), "teachers", f"duplicate teacher names in {names}")
+        threat = {t.train.eps for t in self.teachers if not t.checkpoint} | {self.student.eps} | (
+            {self.eps} if self.eps is not None else set())
+        check(len(threat) == 1, "eps", f"teachers and students train under one threat model; got eps "
+              f"{sorted(threat, key=str)} (set the sweep's eps only)")
 
 
 def load_sweep_config(path: str, overrides: dict[str, Any] | None = None) -> SweepConfig:
-    """Read a sweep YAML; the shared `data` section is copied into every teacher and the student."""
+    """Read a sweep YAML; the shared `data` section and `eps` are copied into every teacher and the
+    student."""
     raw = merge_dicts(load_yaml(path), overrides or {})
-    data = raw.get("data") or {}
+    shared = {"data": raw.get("data") or {}, **({"eps": raw["eps"]} if raw.get("eps") is not None else {})}
+    trains = [("student", raw.setdefault("student", {}))]
     for i, teacher in enumerate(raw.get("teachers") or []):
         if isinstance(teacher, dict):
-            train = teacher.setdefault("train", {})
-            if not isinstance(train, dict):
-                raise ConfigError(f"teachers[{i}].train", "expected a mapping")
-            train["data"] = {**data, **(train.get("data") or {})}
-    student = raw.setdefault("student", {})
-    if isinstance(student, dict):
-        student["data"] = {**data, **(student.get("data") or {})}
+            trains.append((f"teachers[{i}].train", teacher.setdefault("train", {})))
+    for where, train in trains:
+        if not isinstance(train, dict):
+            raise ConfigError(where, "expected a mapping")
+        train["data"] = {**shared["data"], **(train.get("data") or {})}
+        if "eps" in shared:
+            train.setdefault("eps", shared["eps"])
     return from_dict(SweepConfig, raw)
 
 
-@dataclass(frozen=True, kw_only=True)
-class PretrainConfig:
-    storage: str = "runs"
+class PretrainConfig(Config):
+    storage: StorageURI = "runs"
     """Storage URI (local path, s3://, gs://) holding the registry, Ray runs and TensorBoard."""
     storage_shared: bool = False
     """A local storage path that every node mounts (NFS): allowed on a multi-node cluster."""
-    resources: Resources = field(default_factory=Resources)
+    resources: Resources = Resources()
     autoscaling: bool = False
     """The cluster can add nodes: don't refuse requests larger than what is there now."""
     teachers: tuple[TeacherSpec, ...] = ()
 
-    def __post_init__(self) -> None:
-        resolve_fields(self, storage=resolve_storage)
+    def check(self) -> None:
         names = [t.name for t in self.teachers]
         dup = sorted({n for n in names if names.count(n) > 1})
         check(not dup, "teachers", f"duplicate teacher names {dup}")
 
 
-@dataclass(frozen=True, kw_only=True)
-class DistillConfig:
+class DistillConfig(Config):
     name: str = "distill"
     """Run name: stable, so re-running an interrupted run resumes it."""
-    storage: str = "runs"
+    storage: StorageURI = "runs"
     storage_shared: bool = False
     """A local storage path that every node mounts (NFS): allowed on a multi-node cluster."""
-    resources: Resources = field(default_factory=Resources)
+    resources: Resources = Resources()
     autoscaling: bool = False
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainConfig = TrainConfig()
     """The training config; `teachers` may name registry teachers instead of paths."""
 
-    def __post_init__(self) -> None:
-        resolve_fields(self, storage=resolve_storage)
+    def check(self) -> None:
         check(bool(self.name) and "/" not in self.name, "name", f"must be a non-empty name without '/', got {self.name!r}")

@@ -3,7 +3,6 @@ from checkpoint paths; the final run folder lands in `<storage>/runs/<name>/`.""
 from __future__ import annotations
 
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ from orchestrator.config import DistillConfig
 from orchestrator.ray_train import fetch_artifacts, run_training
 from orchestrator.storage import Storage
 from orchestrator.teacher_registry import TeacherRegistry
-from trainers.configs import ConfigError, config_hash, to_dict
+from trainers.config import ConfigError, config_hash, to_dict
 from trainers.loop import preflight
 
 
@@ -20,7 +19,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     """Run it; returns the final metrics (last epoch + test metrics of best and last)."""
     storage = Storage(cfg.storage)
     registry = TeacherRegistry(storage)
-    train = replace(cfg.train, name=cfg.name, teachers=tuple(registry.resolve(t) for t in cfg.train.teachers))
+    train = cfg.train.replace(name=cfg.name, teachers=tuple(registry.resolve(t) for t in cfg.train.teachers))
     try:
         preflight(train, train.data.load().info)
     except ConfigError as err:
@@ -28,7 +27,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
     init_ray()
     check_shared_storage(cfg.storage, shared=cfg.storage_shared, autoscaling=cfg.autoscaling)
     check_fits("resources", cfg.resources.per_worker(), cfg.resources.num_workers, cfg.autoscaling)
-    hparams = {"method": train.method, "student": train.model.arch, "teachers": len(train.teachers)}
+    hparams = {"method": to_dict(train.method), "student": train.model.arch, "teachers": len(train.teachers)}
     result = run_training(train, name=f"distill-{cfg.name}-{config_hash(to_dict(train))[:8]}", storage=storage,
                           resources=cfg.resources, hparams=hparams,
                           tensorboard_dir=storage.uri_of("tensorboard", "distill", cfg.name),

@@ -26,7 +26,7 @@ from orchestrator.sanity import SanityParams, SanityTask, plan_sanity, sanity_li
 from orchestrator.storage import Storage, localize
 from orchestrator.teacher_registry import TeacherRegistry
 from trainers.checkpoint import checkpoint_dir, read_document
-from trainers.configs import ConfigError, absolute_path
+from trainers.config import ConfigError, absolute_path
 from trainers.data import load_dataset
 
 SUITES = Path(__file__).with_name("suites.yaml")

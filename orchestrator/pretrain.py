@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from orchestrator.ray_train import Resources, fetch_artifacts, run_training
 from orchestrator.storage import Storage, localize
 from orchestrator.teacher_registry import TeacherRegistry, TeacherSpec
 from trainers.checkpoint import checkpoint_dir, read_document
-from trainers.configs import ConfigError
+from trainers.config import ConfigError, to_dict
 from trainers.loop import preflight
 
 
@@ -30,9 +29,9 @@ def train_teacher(spec: TeacherSpec, storage_uri: str, resources: Resources, for
     name = teacher_run_name(spec)
     if force and storage.exists("ray", name):
         storage.fs.delete_dir(storage.path("ray", name))  # a stable name would otherwise resume it
-    result = run_training(replace(spec.train, name=spec.name), name=name, storage=storage, resources=resources,
+    result = run_training(spec.train.replace(name=spec.name), name=name, storage=storage, resources=resources,
                           tensorboard_dir=storage.uri_of("tensorboard", "teachers", spec.name),
-                          hparams={"teacher": spec.name, "arch": spec.train.model.arch, **spec.train.method})
+                          hparams={"teacher": spec.name, "arch": spec.train.model.arch, **to_dict(spec.train.method)})
     if result.error is not None:
         raise RuntimeError(f"teacher {spec.name} failed: {result.error}")
     with tempfile.TemporaryDirectory() as tmp:

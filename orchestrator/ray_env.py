@@ -12,7 +12,7 @@ import os
 
 import ray
 
-from trainers.configs import ConfigError
+from trainers.config import ConfigError
 
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 # Train's controller polls its workers at this interval; the 2 s default adds seconds to every

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +22,10 @@ from orchestrator.storage import Storage, localize
 from orchestrator.tensorboard import TensorBoardCallback
 from trainers import FitResult, TrainConfig, fit
 from trainers.callbacks import PrintProgress
-from trainers.configs import check, from_dict, to_dict
+from trainers.config import Config, check, from_dict, to_dict
 
 
-@dataclass(frozen=True, kw_only=True)
-class Resources:
+class Resources(Config):
     """Workers of one training run (a teacher, a distillation, one sweep trial)."""
 
     num_workers: int = 1
@@ -38,7 +36,7 @@ class Resources:
     max_failures: int = 1
     """Restarts of the worker group from its last checkpoint after a worker dies."""
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         check(self.num_workers >= 1, "num_workers", f"must be >= 1, got {self.num_workers}")
         check(self.cpus_per_worker > 0, "cpus_per_worker", f"must be > 0, got {self.cpus_per_worker}")
         check(self.gpus_per_worker > 0, "gpus_per_worker", f"must be > 0, got {self.gpus_per_worker}")
@@ -91,7 +89,7 @@ def train_worker(config: dict[str, Any]) -> None:
     torch.set_num_threads(threads)  # Ray sets OMP_NUM_THREADS but torch may not follow
     run_dir = Path(tempfile.mkdtemp(prefix="run-"))
     cfg = from_dict(TrainConfig, config["train"])
-    cfg = replace(cfg, output_dir=str(run_dir), threads=threads, teachers=tuple(localize(t) for t in cfg.teachers))
+    cfg = cfg.replace(output_dir=str(run_dir), threads=threads, teachers=tuple(localize(t) for t in cfg.teachers))
     resume = None
     checkpoint = ray.train.get_checkpoint()  # (1) a restart resumes from the last report
     if checkpoint is not None:

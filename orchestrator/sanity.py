@@ -25,7 +25,7 @@ from orchestrator.results import ResultsStore, pack_mask, unpack_mask
 from orchestrator.storage import localize
 from orchestrator.teacher_registry import TeacherRegistry
 from trainers.checkpoint import CheckpointError, checkpoint_dir, read_document
-from trainers.configs import ConfigError
+from trainers.config import ConfigError
 from trainers.data import as_float
 from trainers.modes import eval_mode
 

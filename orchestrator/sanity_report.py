@@ -28,10 +28,11 @@ def read_verdicts(store: ResultsStore, name: str) -> list[dict[str, Any]]:
     plans = store.read(kind="sanity_plan", sweep=name)
     if not plans:
         return []
-    rows = {r["key"]: r for r in store.read(kind="sanity")}
+    rows = {r["key"]: r for r in store.read(kind="sanity", key={e["key"] for e in plans[0]["metrics"]["entries"]})}
     eval_plans = store.read(kind="plan", sweep=name)
     entries = eval_plans[0]["metrics"]["tasks"] if eval_plans else []
-    eval_rows = {r["key"]: r for r in store.read(kind="eval")}
+    keys = {e["key"] for e in entries} | {e["clean_key"] for e in entries}
+    eval_rows = {r["key"]: r for r in store.read(kind="eval", key=keys)} if keys else {}
     masks = point_masks(entries, eval_rows) if entries else {}
     out = []
     for entry in plans[0]["metrics"]["entries"]:

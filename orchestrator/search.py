@@ -21,7 +21,7 @@ from orchestrator.storage import Storage
 from orchestrator.trials import MULTI_METRICS, SINGLE_METRIC, trial_params, trial_row
 from search_spaces import SPACES
 from trainers import TrainConfig
-from trainers.configs import ConfigError, from_dict, merge_dicts, to_dict
+from trainers.config import ConfigError, from_dict, merge_dicts, to_dict
 
 
 
@@ -84,12 +84,12 @@ def search(cfg: SweepConfig, storage: Storage, teacher_paths: dict[str, str], re
 def _tune_config(cfg: SweepConfig) -> tune.TuneConfig:
     s = cfg.search
     multi = s.objective == "multi"
-    searcher = OptunaSearch(space=partial(SPACES[s.space], options=s.options), metric=MULTI_METRICS if multi else SINGLE_METRIC,
+    searcher = OptunaSearch(space=partial(SPACES[s.space], options=s.options.plain()), metric=MULTI_METRICS if multi else SINGLE_METRIC,
                             mode=["max", "max"] if multi else "max", sampler=_sampler(s.sampler, multi, cfg.student.seed),
                             points_to_evaluate=[dict(p) for p in s.points] or None)
     scheduler = FIFOScheduler()
     if s.scheduler.kind == "asha":
-        max_epochs = max(cfg.student.epochs, *_epoch_choices(s.options))
+        max_epochs = max(cfg.student.epochs, *_epoch_choices(s.options.train))
         scheduler = ASHAScheduler(time_attr="training_iteration", metric="val_w_robust", mode="max", max_t=max_epochs + 1,
                                   grace_period=s.scheduler.grace_period, reduction_factor=s.scheduler.reduction_factor)
     return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=s.num_samples,
@@ -104,8 +104,8 @@ def _sampler(name: str, multi: bool, seed: int) -> Any:
     return optuna.samplers.TPESampler(seed=seed)
 
 
-def _epoch_choices(options: dict[str, Any]) -> list[int]:
-    epochs = (options.get("train") or {}).get("epochs", [])
+def _epoch_choices(train: dict[str, Any]) -> list[int]:
+    epochs = train.get("epochs", [])
     if isinstance(epochs, dict):
         return [int(epochs["high"])]
     return [int(e) for e in epochs] if isinstance(epochs, list) else [int(epochs)]

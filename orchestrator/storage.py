@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from trainers.configs import ConfigError, absolute_path, config_hash
+from trainers.config import ConfigError, absolute_path, config_hash
 
 # Set by Ray's job supervisor in the environment of a `ray job submit` entry point.
 SUBMITTED_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 
 def resolve_storage(uri: str | Path) -> str:
-    """The absolute form of a storage URI given by a user (see trainers.configs.absolute_path).
+    """The absolute form of a storage URI given by a user (see trainers.config.absolute_path).
     Inside a submitted Ray job a relative path is refused: the job's working directory is a
     temporary copy that Ray deletes, so everything written there would be lost."""
     uri = str(uri)

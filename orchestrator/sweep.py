@@ -20,10 +20,9 @@ from orchestrator.search import search, trial_config
 from orchestrator.storage import Storage
 from orchestrator.trials import select_trials
 from search_spaces import SPACES
-from trainers.configs import ConfigError, check, to_dict
+from trainers.config import ConfigError, check, to_dict
 from trainers.loop import preflight
-from trainers.methods import METHODS, parse_method
-from trainers.registry import unknown_name_message
+from trainers.methods import method_config
 
 
 def sample_trials(cfg: SweepConfig, n: int = 24) -> list[dict[str, Any]]:
@@ -35,7 +34,7 @@ def sample_trials(cfg: SweepConfig, n: int = 24) -> list[dict[str, Any]]:
     for _ in range(n):
         trial = study.ask()
         try:
-            out.append(space(trial, cfg.search.options))
+            out.append(space(trial, cfg.search.options.plain()))
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError("search.options", f"the space cannot be sampled: {err}") from None
         study.tell(trial, 0.0)
@@ -45,11 +44,6 @@ def sample_trials(cfg: SweepConfig, n: int = 24) -> list[dict[str, Any]]:
 def validate(cfg: SweepConfig) -> None:
     """Everything that can be checked without training: methods, teachers, options, datasets."""
     teacher_names = {t.name for t in cfg.teachers}
-    options = cfg.search.options
-    methods = options.get("method", "darht")
-    for i, method in enumerate(methods if isinstance(methods, list) else [methods]):
-        check(method in METHODS, f"search.options.method[{i}]" if isinstance(methods, list) else "search.options.method",
-              unknown_name_message("method", method, METHODS.names()))
     samples = sample_trials(cfg)
     for sample in samples:
         for name in sample["teacher_names"]:
@@ -57,7 +51,7 @@ def validate(cfg: SweepConfig) -> None:
                   f"({', '.join(sorted(teacher_names)) or 'none'})")
         method = sample["overrides"]["method"]
         try:
-            parse_method(method)
+            method_config(method)
         except ConfigError as err:
             raise err.under(f"search.options.{method['name']}") from None
     for i, name in enumerate(cfg.evaluation.baselines):
@@ -107,7 +101,7 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False) -> list[dict[str, Any]]
     targets = select_trials(store.read(kind="trial", sweep=cfg.name), cfg.search.objective, e.top_n) + [
         Target(teacher_paths.get(b, b), f"teacher:{b}" if b in teacher_paths else b) for b in e.baselines]
     tasks = plan(targets, data=cfg.data.dataset_kwargs(), split="test", specs=specs, shard_size=e.shard_size,
-                 seed=e.seed, batch_size=e.batch_size)
+                 seed=e.seed, batch_size=e.batch_size, eps=cfg.student.eps)  # the sweep's one threat model
     execute(tasks, store, sweep=cfg.name, actors=e.actors, cpus_per_actor=e.cpus_per_actor,
             gpus_per_actor=e.gpus_per_actor, sanity=sanity_params(e.sanity_points))
     return tasks

@@ -4,29 +4,24 @@ validation and test clean / PGD accuracy). A spec already registered is never re
 forced; distillation configs refer to teachers by registry name or by checkpoint path."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from orchestrator.results import ResultsStore
 from orchestrator.storage import Storage
 from trainers import TrainConfig
-from trainers.configs import ConfigError, absolute_path, config_hash, resolve_fields, to_dict
+from trainers.config import Config, ConfigError, LocalPath, absolute_path, config_hash, to_dict
 
 IGNORED = ("name", "output_dir", "threads", "device")
 
 
-@dataclass(frozen=True, kw_only=True)
-class TeacherSpec:
+class TeacherSpec(Config):
     name: str
     """Registry name that distillation configs and search spaces refer to."""
-    train: TrainConfig = field(default_factory=TrainConfig)
-    checkpoint: str | None = None
+    train: TrainConfig = TrainConfig()
+    checkpoint: LocalPath | None = None
     """An existing checkpoint (e.g. weights imported with trainers.checkpoint.import_state_dict):
     used as is, never trained."""
-
-    def __post_init__(self) -> None:
-        resolve_fields(self, checkpoint=absolute_path)
 
     @property
     def hash(self) -> str:
@@ -51,8 +46,8 @@ class TeacherRegistry:
         for tag in ("best", "last"):
             self.storage.replace_dir(artifacts / tag, "teachers", spec.hash, tag)
         cfg = spec.train
-        metrics = {"name": spec.name, "arch": cfg.model.arch, "method": cfg.method.get("name"),
-                   "profile": cfg.method.get("profile", "paper"), "dataset": cfg.data.name, "seed": cfg.seed,
+        metrics = {"name": spec.name, "arch": cfg.model.arch, "method": cfg.method.name,
+                   "profile": cfg.method.profile, "dataset": cfg.data.name, "seed": cfg.seed,
                    "epochs": cfg.epochs, "path": self.storage.uri_of("teachers", spec.hash, "best"),
                    **{k: final[k] for k in ("val_clean", "val_pgd", "val_w_robust", "best_val_w_robust",
                                             "test_clean", "test_pgd", "test_w_robust") if k in final}}

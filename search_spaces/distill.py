@@ -23,25 +23,24 @@ from typing import Any
 from optuna.trial import Trial
 
 from search_spaces.suggest import suggest, suggest_all
-from trainers.configs import merge_dicts
-
-PAIR_METHODS = {"b_mtard", "mtard"}
-SINGLE_METHODS = {"rslad", "ard"}
+from trainers.config import merge_dicts
+from trainers.methods import METHODS
 
 
 def space(trial: Trial, options: dict[str, Any]) -> dict[str, Any]:
     method = suggest(trial, "method", options.get("method", "darht"))
     params = dict(options.get(method) or {})
     method_train = params.pop("train", {})
-    if method == "darht":
+    mdef = METHODS.get(method)
+    if mdef.any_teachers:
+        if "teachers" not in options:
+            raise ValueError(f"{method} takes any set of teachers: give teachers: {{candidates: [...], count: ...}}")
         teachers = _composition(trial, options["teachers"])
-    elif method in PAIR_METHODS:
-        teachers = [suggest(trial, f"{method}/robust_teacher", params.pop("robust_teacher")),
-                    suggest(trial, f"{method}/clean_teacher", params.pop("clean_teacher"))]
-    elif method in SINGLE_METHODS:
-        teachers = [suggest(trial, f"{method}/teacher", params.pop("teacher"))]
-    else:
-        teachers = []
+    else:  # one choice per role the method declares, e.g. b_mtard: {robust_teacher: [...], clean_teacher: [...]}
+        missing = [role for role in mdef.teacher_roles if role not in params]
+        if missing:
+            raise ValueError(f"{method} needs its teachers' choices: {', '.join(f'{r}: [...]' for r in missing)}")
+        teachers = [suggest(trial, f"{method}/{role}", params.pop(role)) for role in mdef.teacher_roles]
     overrides = merge_dicts(suggest_all(trial, "train", options.get("train") or {}),
                             suggest_all(trial, f"{method}/train", method_train))
     overrides["method"] = {"name": method, **suggest_all(trial, method, params)}
@@ -49,7 +48,7 @@ def space(trial: Trial, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _composition(trial: Trial, option: dict[str, Any]) -> list[str]:
-    if "compositions" in option:
+    if option.get("compositions"):
         label = suggest(trial, "teachers/composition", list(option["compositions"]))
         return list(option["compositions"][label])
     candidates = list(option["candidates"])

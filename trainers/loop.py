@@ -23,12 +23,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from trainers.callbacks import Callback, FitResult
 from trainers.checkpoint import model_sidecar, read_tensors, write_checkpoint
-from trainers.config import TrainConfig
-from trainers.configs import ConfigError, config_hash, to_dict
+from trainers.config import ConfigError, TrainConfig, config_hash, to_dict
 from trainers.data import Dataset, DatasetInfo, DeviceLoader
 from trainers.distributed import DistInfo, all_reduce_max, all_reduce_sum, derive_seed, dist_info
 from trainers.validation import evaluate_clean_pgd
-from trainers.methods import Method, MethodContext, MethodDef, StepInfo, parse_method
+from trainers.methods import Method, MethodContext, StepInfo
 from trainers.models import DataCfg, build_model
 from trainers.schedules import lr_at
 from trainers.teachers import TeacherSet
@@ -116,13 +115,14 @@ def setup(cfg: TrainConfig, device: torch.device | None = None) -> Run:
     data = cfg.data.load()
     info = data.info
     eps = cfg.eps if cfg.eps is not None else info.eps
-    mdef, mcfg = parse_method(cfg.method)
-    check_teacher_count(mdef, len(cfg.teachers))
+    mcfg = cfg.method
+    mdef = mcfg.definition
+    mdef.check_teachers(len(cfg.teachers))
     channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
     teachers = TeacherSet(cfg.teachers, dataset=info.name, num_classes=info.num_classes, device=device,
                           mode=getattr(mcfg, "teacher_mode", "eval"), channels_last=channels_last) if cfg.teachers else None
     torch.manual_seed(derive_seed(cfg.seed, 0x1417))  # same initial weights on every rank
-    model = build_student(cfg, mdef, mcfg, info).to(device)
+    model = build_student(cfg, info).to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     forward: nn.Module = model
@@ -138,18 +138,12 @@ def setup(cfg: TrainConfig, device: torch.device | None = None) -> Run:
                record, autocast, channels_last)
 
 
-def check_teacher_count(mdef: MethodDef, count: int) -> None:
-    low, high = mdef.teachers
-    if not low <= count <= (high if high is not None else count):
-        want = f"{low}" if low == high else f"at least {low}" if high is None else f"{low} to {high}"
-        raise ConfigError("teachers", f"method {mdef.name} takes {want} teacher(s), got {count}")
-
-
-def build_student(cfg: TrainConfig, mdef: MethodDef, mcfg: Any, info: DatasetInfo) -> nn.Module:
+def build_student(cfg: TrainConfig, info: DatasetInfo) -> nn.Module:
     """The model the method trains (DARHT wraps the configured architecture in its head)."""
     arch, kwargs = cfg.model.arch, dict(cfg.model.kwargs)
+    mdef = cfg.method.definition
     if mdef.student is not None:
-        arch, kwargs = mdef.student(arch, kwargs, mcfg, len(cfg.teachers))
+        arch, kwargs = mdef.student(arch, kwargs, cfg.method, len(cfg.teachers))
     data_cfg = DataCfg((info.channels, info.image_size, info.image_size), info.mean, info.std)
     try:
         return build_model(arch, num_classes=info.num_classes, data_cfg=data_cfg, **kwargs)
@@ -160,10 +154,9 @@ def build_student(cfg: TrainConfig, mdef: MethodDef, mcfg: Any, info: DatasetInf
 def preflight(cfg: TrainConfig, info: DatasetInfo) -> None:
     """Everything about `cfg` that can fail before training, checked without training: the method
     and its teacher count, and the student (built on the meta device, no memory used)."""
-    mdef, mcfg = parse_method(cfg.method)
-    check_teacher_count(mdef, len(cfg.teachers))
+    cfg.method.definition.check_teachers(len(cfg.teachers))
     with torch.device("meta"):
-        build_student(cfg, mdef, mcfg, info)
+        build_student(cfg, info)
 
 
 def train_epoch(run: Run, loader: DeviceLoader, epoch: int) -> dict[str, float]:

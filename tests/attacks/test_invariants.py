@@ -3,6 +3,7 @@ no side effects on the model (weights' .grad, train/eval modes, the global RNG, 
 eval-mode enforcement, determinism under a seed, parameter validation, and the keep-best rule."""
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import pytest
@@ -13,6 +14,7 @@ from torch import nn
 from attacks import (AttackModeError, AttackSpec, autoattack, cw_inf, early_stopped_pgd, fgsm,
                      kl_pgd, pgd, run_attack)
 from attacks.losses import cross_entropy
+from attacks.registry import ATTACKS as REGISTRY
 
 EPS = 0.1
 TOL = 1e-6
@@ -72,35 +74,41 @@ def spec(name: str, **params) -> Attack:
     return run
 
 
-QUICK = {"n_iter": 5, "n_queries": 40}
-# name -> (attack, uses randomness)
-ATTACKS: dict[str, tuple[Attack, bool]] = {
-    "fgsm": (native(fgsm), False),
-    "fgsm_uniform": (native(fgsm, random_start="uniform"), True),
-    "pgd_uniform": (native(pgd, random_start="uniform"), True),
-    "pgd_normal": (native(pgd, random_start="normal", start_scale=0.05), True),
-    "pgd_none": (native(pgd, random_start="none"), False),
-    "pgd_restarts2": (native(pgd, random_start="uniform", restarts=2, steps=5), True),
-    "pgd_cw_no_best": (native(pgd, loss="cw", keep_best=False, random_start="uniform"), True),
-    "cw_inf": (native(cw_inf, steps=10), True),
-    "kl_pgd": (kl, True),
-    "fat_ce": (native(early_stopped_pgd, tau=1), True),
-    "fat_kl": (native(early_stopped_pgd, tau=1, loss="kl"), True),
+FAST = {"steps": 5, "n_iter": 5, "n_queries": 40}
+"""Shorter runs for the attacks that take these parameters (the contracts hold at any length)."""
+DETERMINISTIC = {"fgsm", "fab_t"}  # registry attacks with no random start by default (FAB's only restart)
+
+
+def fast(name: str) -> dict:
+    accepted = inspect.signature(REGISTRY[name][0]).parameters
+    return {k: v for k, v in FAST.items() if k in accepted}
+
+
+# name -> (attack, uses randomness, is a registry attack): every attack of the registry (so adding
+# one puts it under these contracts), and variants of the native functions' options.
+ATTACKS: dict[str, tuple[Attack, bool, bool]] = {
+    "fgsm": (native(fgsm), False, False),
+    "fgsm_uniform": (native(fgsm, random_start="uniform"), True, False),
+    "pgd_uniform": (native(pgd, random_start="uniform"), True, False),
+    "pgd_normal": (native(pgd, random_start="normal", start_scale=0.05), True, False),
+    "pgd_none": (native(pgd, random_start="none"), False, False),
+    "pgd_restarts2": (native(pgd, random_start="uniform", restarts=2, steps=5), True, False),
+    "pgd_cw_no_best": (native(pgd, loss="cw", keep_best=False, random_start="uniform"), True, False),
+    "cw_inf": (native(cw_inf, steps=10), True, False),
+    "kl_pgd": (kl, True, False),
+    "fat_ce": (native(early_stopped_pgd, tau=1), True, False),
+    "fat_kl": (native(early_stopped_pgd, tau=1, loss="kl"), True, False),
     "fat_ce_tensor_tau": (native(early_stopped_pgd, tau=torch.arange(12) % 3, omega=0.0,
-                                 random_start="none"), False),
-    "spec_fgsm": (spec("fgsm"), False),
-    "spec_pgd": (spec("pgd", steps=5), True),
-    "spec_cw_inf": (spec("cw_inf", steps=5), True),
-    "apgd_ce": (spec("apgd_ce", **QUICK), True),
-    "apgd_dlr": (spec("apgd_dlr", **QUICK), True),
-    "apgd_t": (spec("apgd_t", **QUICK), True),
-    "fab_t": (spec("fab_t", **QUICK), False),  # FAB's first (only) restart has no random start
-    "square": (spec("square", **QUICK), True),
-    "autoattack": (spec("autoattack", **QUICK), True),
-    "autoattack_rand": (spec("autoattack", version="rand", **QUICK), True),
+                                 random_start="none"), False, False),
+    **{f"spec_{n}": (spec(n, **fast(n)), n not in DETERMINISTIC, True) for n in REGISTRY},
+    "spec_autoattack_rand": (spec("autoattack", version="rand", **fast("autoattack")), True, True),
 }
 NAMES = list(ATTACKS)
 RANDOM = [n for n in NAMES if ATTACKS[n][1]]
+NATIVE = [n for n in NAMES if not ATTACKS[n][2]]
+"""The attack functions themselves (they take extra keyword arguments such as require_eval)."""
+NOT_LIBRARY = [n for n in NAMES if not (ATTACKS[n][2] and REGISTRY[n.removeprefix("spec_").removesuffix("_rand")][2])]
+"""Everything but the official AutoAttack components (which batch and cast inside)."""
 
 
 def modes(model: nn.Module) -> list[bool]:
@@ -109,7 +117,7 @@ def modes(model: nn.Module) -> list[bool]:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_threat_model_and_no_side_effects(name, model, data) -> None:
-    attack, _ = ATTACKS[name]
+    attack = ATTACKS[name][0]
     x, y = data
     x_before, y_before = x.clone(), y.clone()
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -137,14 +145,14 @@ def test_threat_model_and_no_side_effects(name, model, data) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_same_seed_same_result(name, model, data) -> None:
-    attack, _ = ATTACKS[name]
+    attack = ATTACKS[name][0]
     x, y = data
     assert torch.equal(attack(model, x, y, 3), attack(model, x, y, 3))
 
 
 @pytest.mark.parametrize("name", RANDOM)
 def test_different_seed_different_result(name, model, data) -> None:
-    attack, _ = ATTACKS[name]
+    attack = ATTACKS[name][0]
     x, y = data
     assert not torch.equal(attack(model, x, y, 3), attack(model, x, y, 4))
 
@@ -152,7 +160,7 @@ def test_different_seed_different_result(name, model, data) -> None:
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("where", ["whole", "submodule"])
 def test_train_mode_is_refused(name, where, data) -> None:
-    attack, _ = ATTACKS[name]
+    attack = ATTACKS[name][0]
     x, y = data
     m = tiny_cnn()
     if where == "whole":
@@ -165,10 +173,9 @@ def test_train_mode_is_refused(name, where, data) -> None:
     assert modes(m) == before
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if not n.startswith(("spec_", "apgd", "fab",
-                                                                      "square", "autoattack"))])
+@pytest.mark.parametrize("name", NATIVE)
 def test_require_eval_false_allows_train_mode(name, data) -> None:
-    attack, _ = ATTACKS[name]
+    attack = ATTACKS[name][0]
     x, y = data
     m = tiny_cnn().train()
     x_adv = attack(m, x, y, 0, require_eval=False)
@@ -186,12 +193,11 @@ def test_autoattack_require_eval_false(data) -> None:
     assert m[5].training and not m[1].training
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if not n.startswith(("apgd", "fab", "square",
-                                                                      "autoattack"))])
+@pytest.mark.parametrize("name", NOT_LIBRARY)
 def test_input_requiring_grad_gives_a_constant_result(name, model, data) -> None:
     # x may come out of a differentiable pipeline; the attack's output must not carry a graph
     # back to it, and must equal the result on the detached input.
-    attack, _ = ATTACKS[name]
+    attack = ATTACKS[name][0]
     x, y = data
     leaf = x.clone().requires_grad_(True)
     x_adv = attack(model, leaf * 1.0, y, 0)

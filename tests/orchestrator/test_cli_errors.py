@@ -51,6 +51,12 @@ SWEEP_CASES = {
     "empty space": (lambda c: c["search"]["options"].update(method=[]), ["search.options"]),
     "bad method option": (lambda c: c["search"]["options"]["darht"].update(mc_samples=[0]), ["mc_samples"]),
     "bad option name": (lambda c: c["search"]["options"]["darht"].update(mc_sample=[2]), ["mc_sample", "mc_samples"]),
+    "bad attack option": (lambda c: c["search"]["options"]["rslad"].update(attack={"stpes": 5}),
+                          ["search.options.rslad.attack.stpes", "'steps'"]),
+    "unknown method block": (lambda c: c["search"]["options"].update(rsald={"teacher": ["t"]}),
+                             ["search.options.rsald", "'rslad'"]),
+    "unknown model argument": (lambda c: c["student"]["model"].update(kwargs={"widht": 8}),
+                               ["student.model.kwargs.widht", "'width'"]),
 }
 
 

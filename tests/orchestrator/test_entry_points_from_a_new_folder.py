@@ -25,7 +25,7 @@ def project(tmp_path_factory):
 
 def test_pretrain_then_distill_with_the_default_storage(project):
     (project / "teachers.yaml").write_text(yaml.safe_dump({"teachers": [
-        {"name": "cnn_at", "train": tiny_train({"name": "pgd_at", "steps": 2})}]}))
+        {"name": "cnn_at", "train": tiny_train({"name": "pgd_at", "attack": {"steps": 2}})}]}))
     pretrain = run_entry(project, "orchestrator.pretrain", "--config", "teachers.yaml")
     assert pretrain.returncode == 0, (pretrain.stdout + pretrain.stderr)[-4000:]
     storage = Storage(project / "runs")
@@ -34,7 +34,7 @@ def test_pretrain_then_distill_with_the_default_storage(project):
     assert "cnn_at" in pretrain.stdout and row["metrics"]["path"] in pretrain.stdout
 
     (project / "distill.yaml").write_text(yaml.safe_dump({"name": "rslad-tiny", "train": {
-        **tiny_train({"name": "rslad", "steps": 2}), "teachers": ["cnn_at"]}}))
+        **tiny_train({"name": "rslad", "attack": {"steps": 2}}), "teachers": ["cnn_at"]}}))
     distill = run_entry(project, "orchestrator.distill", "--config", "distill.yaml")
     assert distill.returncode == 0, (distill.stdout + distill.stderr)[-4000:]
     assert "test (best-on-val)" in distill.stdout

@@ -42,7 +42,7 @@ from orchestrator.config import load_sweep_config
 from orchestrator.sweep import run_sweep
 from tiny import tiny_sweep, tiny_train
 from trainers.checkpoint import save_model
-from trainers.configs import ConfigError, from_dict
+from trainers.config import ConfigError, from_dict
 from trainers.data import load_dataset
 from trainers.models import DataCfg, build_model
 
@@ -127,7 +127,7 @@ def sweep_yaml(tmp_path: Path, teachers: dict[str, str], name: str, *, epochs: i
 def distill_config(store: Path, name: str, teacher: str) -> DistillConfig:
     return from_dict(DistillConfig, {"name": name, "storage": str(store), "storage_shared": True,
                                      "resources": {"num_workers": 2, "cpus_per_worker": 1},
-                                     "train": tiny_train({"name": "rslad", "steps": 2}, teachers=[teacher])})
+                                     "train": tiny_train({"name": "rslad", "attack": {"steps": 2}}, teachers=[teacher])})
 
 
 def raw_key_counts(storage: Storage) -> dict[str, int]:
@@ -144,7 +144,7 @@ def test_local_storage_is_refused_on_a_multi_node_cluster(sim_cluster, teachers,
     config = sweep_yaml(tmp_path, teachers, "unshared", epochs=1, actors=2, shared=False)
     distill_yaml = tmp_path / "distill.yaml"
     distill_yaml.write_text(yaml.safe_dump({"name": "d", "storage": str(store), "train": tiny_train(
-        {"name": "rslad", "steps": 2}, teachers=[teachers["t_at"]])}))
+        {"name": "rslad", "attack": {"steps": 2}}, teachers=[teachers["t_at"]])}))
     pretrain_yaml = tmp_path / "pretrain.yaml"
     pretrain_yaml.write_text(yaml.safe_dump({"storage": str(store), "teachers": [
         {"name": "t", "train": tiny_train({"name": "natural"})}]}))

@@ -44,11 +44,11 @@ def test_preset_validates(name, tmp_path):
 def test_demo_is_small_and_heterogeneous():
     cfg = load_sweep_config(str(preset_path("demo")))
     assert cfg.data.name == "digits" and 6 <= cfg.search.num_samples <= 8
-    robust = {t.name: t.train.model.arch for t in cfg.teachers if t.train.method["name"] != "natural"}
-    clean = {t.name: t.train.model.arch for t in cfg.teachers if t.train.method["name"] == "natural"}
+    robust = {t.name: t.train.model.arch for t in cfg.teachers if t.train.method.name != "natural"}
+    clean = {t.name: t.train.model.arch for t in cfg.teachers if t.train.method.name == "natural"}
     assert len(set(robust.values())) >= 2  # an architecture-heterogeneous robust set exists
     assert clean and not set(clean.values()) & set(robust.values())
-    options = cfg.search.options
+    options = cfg.search.options.plain()
     assert set(robust) <= set(options["teachers"]["candidates"])
     assert set(options["b_mtard"]["clean_teacher"]) <= set(clean)
     assert set(cfg.evaluation.baselines) == {t.name for t in cfg.teachers}

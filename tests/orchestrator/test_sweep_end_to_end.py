@@ -17,17 +17,20 @@ from orchestrator.storage import Storage
 from orchestrator.teacher_registry import TeacherRegistry
 from project_copy import RAY_NOISE, copy_project, run_entry
 from tiny import tiny_sweep
+from trainers.checkpoint import read_document
 
 pytestmark = pytest.mark.timeout(600)
 TRIALS = 2
 DIGITS_TEST_POINTS = 397
+EPS = 0.25
 
 
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory):
     ray.shutdown()  # the sweep starts its own Ray; two on one machine confuse Train's cleaner
     project = copy_project(tmp_path_factory.mktemp("clone"))
-    (project / "tiny.yaml").write_text(yaml.safe_dump(tiny_sweep(None, num_samples=TRIALS)))
+    # eps 0.25, not digits' default 0.2: the sweep's threat model reaches training and evaluation
+    (project / "tiny.yaml").write_text(yaml.safe_dump({**tiny_sweep(None, num_samples=TRIALS), "eps": EPS}))
     run = run_entry(project, "orchestrator.sweep", "--config", "tiny.yaml")
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
     return project, run, Storage(project / "runs")
@@ -65,7 +68,7 @@ def test_every_trial_is_in_the_store_and_the_report(finished_sweep):
         assert f"| {t['run']} | {t['metrics']['method']} |" in report
     assert {r["metrics"]["name"] for r in TeacherRegistry(storage).rows()} == {"t_at", "t_nat"}
     assert "## Teachers" in report and "| t_at | small_cnn | pgd_at |" in report
-    assert "not comparable with the papers'" in report and "eps = 0.2 on `digits`" in report
+    assert "not comparable with the papers'" in report and "eps = 0.25 on `digits`" in report
     assert report in run.stdout
 
 
@@ -75,7 +78,8 @@ def test_top_students_and_baselines_are_evaluated_on_all_test_points(finished_sw
     best = max(trial_rows(storage), key=lambda t: t["metrics"]["final"]["best_val_w_robust"])
     student = f"{best['metrics']['method']}-{best['run']}"
     plan = store.read(kind="plan", sweep="tiny")[0]["metrics"]
-    assert plan["dataset"] == "digits" and plan["split"] == "test" and plan["eps"] == pytest.approx(0.2)
+    assert plan["dataset"] == "digits" and plan["split"] == "test" and plan["eps"] == pytest.approx(EPS)
+    assert read_document(best["metrics"]["checkpoint"], "model")["threat_eps"] == pytest.approx(EPS)
     assert {e["run"] for e in plan["tasks"]} == {"teacher:t_at", student}
     evals = store.read(kind="eval", sweep="tiny")
     for run in ("teacher:t_at", student):

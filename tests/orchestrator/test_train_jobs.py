@@ -18,7 +18,7 @@ from orchestrator.teacher_registry import TeacherRegistry
 from tiny import tiny_train
 from trainers.checkpoint import load_model
 from trainers.config import TrainConfig
-from trainers.configs import from_dict
+from trainers.config import from_dict
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -28,7 +28,7 @@ def teachers_config(ray_session, tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrain")
     path = root / "teachers.yaml"
     path.write_text(yaml.safe_dump({"storage": str(root / "store"), "teachers": [
-        {"name": "cnn_at", "train": tiny_train({"name": "pgd_at", "steps": 2})},
+        {"name": "cnn_at", "train": tiny_train({"name": "pgd_at", "attack": {"steps": 2}})},
         {"name": "cnn_nat", "train": tiny_train({"name": "natural"})}]}))
     assert run_command("pretrain", ["--config", str(path)]) == 0
     return path, Storage(root / "store")
@@ -64,7 +64,7 @@ def test_distill_from_registry_teachers(teachers_config, tmp_path, capsys):
     _, storage = teachers_config
     cfg = tmp_path / "distill.yaml"
     cfg.write_text(yaml.safe_dump({"name": "rslad-tiny", "storage": storage.uri, "train": {
-        **tiny_train({"name": "rslad", "steps": 2}), "teachers": ["cnn_at"]}}))
+        **tiny_train({"name": "rslad", "attack": {"steps": 2}}), "teachers": ["cnn_at"]}}))
     assert run_command("distill", ["--config", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "test (best-on-val)" in out and "checkpoints:" in out
@@ -87,7 +87,7 @@ class CaptureReports(ray.train.UserCallback):
 
 def test_two_workers_report_identical_metrics(ray_session, tmp_path):
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the controller cannot import tests
-    cfg = from_dict(TrainConfig, {**tiny_train({"name": "trades", "steps": 2}, epochs=2), "name": "ddp"})
+    cfg = from_dict(TrainConfig, {**tiny_train({"name": "trades", "attack": {"steps": 2}}, epochs=2), "name": "ddp"})
     log = tmp_path / "reports.yaml"
     result = run_training(cfg, name="ddp-two-workers", storage=Storage(tmp_path / "store"),
                           resources=Resources(num_workers=2, cpus_per_worker=1), callbacks=[CaptureReports(str(log))])

@@ -16,14 +16,14 @@ def tiny_sweep(storage: str | None, name: str = "tiny", num_samples: int = 2) ->
     """A two-teacher sweep of `num_samples` one-epoch trials; storage None leaves the default."""
     return {
         "name": name, **({"storage": storage} if storage else {}), "data": {"name": "digits", "batch_size": 128},
-        "teachers": [{"name": "t_at", "train": tiny_train({"name": "pgd_at", "steps": 2})},
+        "teachers": [{"name": "t_at", "train": tiny_train({"name": "pgd_at", "attack": {"steps": 2}})},
                      {"name": "t_nat", "train": tiny_train({"name": "natural"})}],
         "student": tiny_train({"name": "natural"}),
         "search": {"num_samples": num_samples, "max_concurrent": 2, "options": {
             "method": ["darht", "rslad"],
             "teachers": {"candidates": ["t_at", "t_nat"], "count": 2},
-            "darht": {"mc_samples": [1, 2], "attack_steps": 2},
-            "rslad": {"teacher": ["t_at"], "steps": 2}}},
+            "darht": {"mc_samples": [1, 2], "attack": {"steps": 2}},
+            "rslad": {"teacher": ["t_at"], "attack": {"steps": 2}}}},
         "evaluation": {"top_n": 1, "suite": "quick", "baselines": ["t_at"], "actors": 2},
         "resources": {"trial": {"num_workers": 1, "cpus_per_worker": 1},
                       "pretrain": {"num_workers": 1, "cpus_per_worker": 1}},

@@ -1,26 +1,25 @@
-"""trainers/configs.py (typed YAML -> dataclass loader) and trainers/config.py (TrainConfig):
-every error is one ConfigError line naming the dotted field, the bad value and what is allowed."""
+"""trainers/config.py: typed configs (frozen pydantic models) loaded from plain data / YAML, and
+TrainConfig: every error is one ConfigError line naming the dotted field, the bad value and what
+is allowed."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import pytest
 
-from trainers.config import OptimConfig, TrainConfig, load_train_config
-from trainers.configs import ConfigError, check, config_hash, from_dict, load_yaml, to_dict
+from trainers.config import (Config, ConfigError, OptimConfig, TrainConfig, check, config_hash, from_dict,
+                             load_train_config, load_yaml, to_dict)
 from trainers.models import MODELS
 from trainers.registry import UnknownNameError
 
 
-@dataclass(frozen=True, kw_only=True)
-class Teacher:
+class Teacher(Config):
     arch: str
     """Registered model name (required)."""
     weight: float = 1.0
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         try:
             MODELS.get(self.arch)
         except UnknownNameError as err:
@@ -28,21 +27,19 @@ class Teacher:
         check(self.weight > 0, "weight", f"must be > 0, got {self.weight}")
 
 
-@dataclass(frozen=True, kw_only=True)
-class Distill:
-    teachers: list[Teacher] = field(default_factory=list)
+class Distill(Config):
+    teachers: list[Teacher] = []
     mode: Literal["eval", "train"] = "eval"
     temperature: float | None = None
     size: tuple[int, int] = (32, 32)
     milestones: tuple[int, ...] = ()
     steps: int = 10
     flag: bool = False
-    extra: dict[str, int] = field(default_factory=dict)
+    extra: dict[str, int] = {}
 
 
-@dataclass(frozen=True, kw_only=True)
-class Root:
-    distill: Distill = field(default_factory=Distill)
+class Root(Config):
+    distill: Distill = Distill()
 
 
 def error(cls: type, data: Any) -> ConfigError:
@@ -266,7 +263,7 @@ def test_load_train_config_with_overrides(tmp_path: Path) -> None:
     path.write_text("epochs: 3\noptim:\n  lr: 0.05\n  momentum: 0.8\nmethod:\n  name: trades\n")
     cfg = load_train_config(path, {"optim": {"lr": 0.01}, "method": {"beta": 3.0}})
     assert (cfg.epochs, cfg.optim.lr, cfg.optim.momentum) == (3, 0.01, 0.8)
-    assert cfg.method == {"name": "trades", "beta": 3.0}
+    assert (cfg.method.name, cfg.method.beta) == ("trades", 3.0)
     path.write_text("optim:\n  lrr: 0.05\n")
     with pytest.raises(ConfigError, match=r"^optim\.lrr: unknown field; did you mean 'lr'\?$"):
         load_train_config(path)
@@ -295,3 +292,45 @@ def test_config_hash_of_dataclass_equals_hash_of_its_data() -> None:
     cfg = TrainConfig(teachers=("a", "b"))
     assert config_hash(cfg) == config_hash(to_dict(cfg))
     assert len(config_hash(cfg)) == 16 and len(config_hash(cfg, length=8)) == 8
+
+
+# --- the method union and nested attack config --------------------------------------------
+
+def test_the_method_is_picked_by_name_and_its_profile_applied() -> None:
+    cfg = from_dict(TrainConfig, {"method": {"name": "darht", "profile": "official", "attack": {"steps": 3}}})
+    assert type(cfg.method).__name__ == "DarhtConfig" and cfg.method.profile == "official"
+    # the official profile's attack (CE-PGD of 0.003 at 0.031 from x + 0.001 N) with the given steps
+    a = cfg.method.attack
+    assert (a.loss, a.random_start, a.tau, a.steps, a.step_size, a.eps) == ("ce", "normal", None, 3, 0.003, 0.031)
+    assert from_dict(TrainConfig, to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"method": {"name": "darht", "attack": {"stpes": 2}}}, "method.attack.stpes: unknown field; did you mean 'steps'?"),
+    ({"method": {"name": "darht", "attack": "tardes"}}, "method.attack: unknown attack 'tardes'; known: pgd, ce_pgd, trades, fat"),
+    ({"method": {"name": "trades", "attack": {"steps": 0}}}, "method.attack.steps: must be >= 1, got 0"),
+    ({"model": {"arch": "small_cnn", "kwargs": {"widht": 3}}}, "model.kwargs.widht: unknown field; did you mean 'width'?"),
+    ({"model": {"arch": "small_cnn", "kwargs": {"width": "3"}}}, "model.kwargs.width: expected int, got str '3'"),
+    ({"method": {"name": "pgd_at", "steps": 7}}, "method.steps: unknown field; it is now 'attack.steps'"),
+    ({"method": {"name": "darht", "fat_tau": 2}}, "method.fat_tau: unknown field; it is now 'attack.tau'"),
+    ({"method": {"name": "rslad", "attack": {"tau": 0}}},
+     "method.attack: RSLAD's attack is KL-PGD to the teacher's prediction (loss kl, no early stopping tau)"),
+    ({"method": {"name": "darht", "attack": {"tau": None}}},
+     "method.attack.omega: step noise (0.001) is part of FAT's early stopping: set tau, or omega: 0"),
+])
+def test_nested_method_and_model_errors_name_the_field(data: dict, message: str) -> None:
+    assert str(error(TrainConfig, data)) == message
+
+
+def test_an_attack_preset_with_fields_on_top() -> None:
+    cfg = from_dict(TrainConfig, {"method": {"name": "darht", "attack": {"preset": "trades", "steps": 5}}})
+    a = cfg.method.attack
+    assert (a.loss, a.random_start, a.tau, a.omega, a.steps) == ("kl", "normal", None, 0.0, 5)
+    assert a.step_per_eps == pytest.approx(0.007 / 0.031)
+
+
+def test_relative_paths_are_made_absolute_when_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = from_dict(TrainConfig, {"data": {"root": "data"}, "teachers": ["t/best", "registry_name"]})
+    assert cfg.data.root == str(tmp_path / "data")
+    assert cfg.teachers == (str(tmp_path / "t" / "best"), "registry_name")

@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from trainers.checkpoint import CheckpointError, load_model, read_document, read_tensors, save_model
-from trainers.config import DataConfig, TrainConfig
-from trainers.configs import ConfigError, from_dict
+from trainers.config import ConfigError, DataConfig, TrainConfig, from_dict
 from trainers.data import load_dataset
 from trainers.validation import evaluate_clean_pgd
 from trainers.loop import TrainingDiverged, fit, preflight, setup
@@ -102,9 +101,10 @@ def test_digits_natural_collapses_and_pgd_at_is_robust(tmp_path: Path) -> None:
     common = {"model": {"arch": "small_cnn"}, "validation": {"pgd_steps": 3, "test_at_end": False},
               "schedule": {"kind": "constant"}}
     results = {}
-    for name, method, epochs in (("natural", {"name": "natural"}, 5), ("pgd_at", {"name": "pgd_at", "steps": 5}, 8)):
+    for name, method, epochs in (("natural", {"name": "natural"}, 5),
+                                 ("pgd_at", {"name": "pgd_at", "attack": {"steps": 5}}, 8)):
         cfg = make_config(tmp_path / name, method, epochs=epochs, **common)
-        cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, weight_decay=0.0))
+        cfg = cfg.replace(optim=cfg.optim.replace(weight_decay=0.0))
         result = fit(cfg)
         model, sidecar = load_model(result.last_dir)
         assert sidecar["threat_eps"] == 0.2 and sidecar["method"]["name"] == name
@@ -122,11 +122,11 @@ def test_digits_natural_collapses_and_pgd_at_is_robust(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- resume
 
 RESUME_CASES = {
-    "pgd_at": ({"name": "pgd_at", "steps": 2}, 0),
-    "darht": ({"name": "darht", "attack_steps": 2}, 2),  # paper profile: MC dropout, per-example mixing
-    "darht_official": ({"name": "darht", "profile": "official", "attack_steps": 2, "ce_only_until": 1,
+    "pgd_at": ({"name": "pgd_at", "attack": {"steps": 2}}, 0),
+    "darht": ({"name": "darht", "attack": {"steps": 2}}, 2),  # paper profile: MC dropout, per-example mixing
+    "darht_official": ({"name": "darht", "profile": "official", "attack": {"steps": 2}, "ce_only_until": 1,
                         "kd_only_from": 2}, 2),  # all three phases across the resume point
-    "b_mtard": ({"name": "b_mtard", "steps": 2, "eta_tau": 0.05}, 2),
+    "b_mtard": ({"name": "b_mtard", "attack": {"steps": 2}, "eta_tau": 0.05}, 2),
 }
 
 
@@ -258,11 +258,16 @@ def test_preflight_teacher_counts(tmp_path: Path) -> None:
 @pytest.mark.parametrize("method", [{"name": "natural"}, {"name": "darht"}])
 def test_preflight_bad_model_kwargs(method: dict[str, Any], tmp_path: Path) -> None:
     teachers = (tmp_path / "t",) if method["name"] == "darht" else ()
-    for kwargs in ({"widht": 4}, {"width": 4, "hidden": 16, "depth": 3}):
-        cfg = make_config(tmp_path, method, teachers=teachers, model={"arch": "small_cnn", "kwargs": kwargs})
+    # Names the architecture does not take: refused as the config is built, naming the key.
+    for kwargs, key in (({"widht": 4}, "widht"), ({"width": 4, "hidden": 16, "depth": 3}, "depth")):
         with pytest.raises(ConfigError) as err:
-            preflight(cfg, DIGITS.info)
-        assert err.value.field == "model.kwargs" and "small_cnn" in str(err.value)
+            make_config(tmp_path, method, teachers=teachers, model={"arch": "small_cnn", "kwargs": kwargs})
+        assert err.value.field == f"model.kwargs.{key}" and "unknown field" in str(err.value)
+    # Values the architecture refuses: by preflight, without training.
+    cfg = make_config(tmp_path, method, teachers=teachers, model={"arch": "mlp", "kwargs": {"depth": 0}})
+    with pytest.raises(ConfigError) as err:
+        preflight(cfg, DIGITS.info)
+    assert err.value.field == "model.kwargs" and "mlp" in str(err.value)
     preflight(make_config(tmp_path, method, teachers=teachers), DIGITS.info)
 
 
@@ -281,16 +286,16 @@ def test_teacher_for_another_dataset_or_class_count_is_refused(tmp_path: Path, t
 # ----------------------------------------------------------------------------- every distillation method
 
 DISTILL = {
-    "darht": ({"name": "darht", "attack_steps": 2}, 2,
+    "darht": ({"name": "darht", "attack": {"steps": 2}}, 2,
               {"w_0", "w_1", "kl_0", "kl_1", "ce", "kd", "adv_fraction"}),
-    "darht_official": ({"name": "darht", "profile": "official", "attack_steps": 2}, 2,
+    "darht_official": ({"name": "darht", "profile": "official", "attack": {"steps": 2}}, 2,
                        {"ce", "adv_fraction"}),  # epoch 1 is CE only: the teachers do not run
-    "b_mtard": ({"name": "b_mtard", "steps": 2}, 2,
+    "b_mtard": ({"name": "b_mtard", "attack": {"steps": 2}}, 2,
                 {"tau_adv", "tau_nat", "w_adv", "w_nat", "entropy_adv", "entropy_nat", "loss_adv", "loss_nat"}),
-    "mtard": ({"name": "mtard", "steps": 2}, 2,
+    "mtard": ({"name": "mtard", "attack": {"steps": 2}}, 2,
               {"tau_adv", "tau_nat", "w_adv", "w_nat", "entropy_adv", "entropy_nat", "loss_adv", "loss_nat"}),
-    "rslad": ({"name": "rslad", "steps": 2}, 1, {"kl_adv", "kl_nat"}),
-    "ard": ({"name": "ard", "steps": 2, "alpha": 0.9}, 1, {"kd", "ce"}),
+    "rslad": ({"name": "rslad", "attack": {"steps": 2}}, 1, {"kl_adv", "kl_nat"}),
+    "ard": ({"name": "ard", "attack": {"steps": 2}, "alpha": 0.9}, 1, {"kd", "ce"}),
 }
 
 

@@ -12,38 +12,29 @@ with the student in train mode (BN batch statistics), and `nn.KLDivLoss()`'s def
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from trainers.configs import check
-from trainers.methods.base import (MethodContext, MethodDef, StepInfo, Stateless, attack_eps,
-                                   kl_per_example, register)
-from trainers.methods.pgd_at import craft_ce_pgd
+from trainers.config import check
+from trainers.methods.attack import AttackConfig, craft
+from trainers.methods.base import MethodConfig, MethodContext, MethodDef, StepInfo, Stateless, kl_per_example, register
 
 
-@dataclass(frozen=True, kw_only=True)
-class ArdConfig:
-    profile: str = "paper"
+class ArdConfig(MethodConfig):
+    name: Literal["ard"] = "ard"
     alpha: float = 1.0
     """Weight of the distillation term; the clean CE gets 1 - alpha."""
     temperature: float = 30.0
     kl_reduction: Literal["batchmean", "elementwise_mean"] = "batchmean"
     """batchmean: true per-sample KL averaged over B; elementwise_mean: over B*K (official code)."""
-    attack_mode: Literal["eval", "train"] = "eval"
-    """Student mode while crafting x' (train: as the official code)."""
-    steps: int = 10
-    step_size: float | None = None
-    """None: eps / 4."""
-    eps: float | None = None
-    """Attack radius; None: the threat model's eps."""
+    attack: AttackConfig = AttackConfig.model_validate("pgd")
+    """CE-PGD on the student; the official code runs it in train mode (attack.mode)."""
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         check(0 <= self.alpha <= 1, "alpha", f"must be in [0, 1], got {self.alpha}")
         check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
-        check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
 
 
 def ard_loss(teacher_nat: torch.Tensor, student_adv: torch.Tensor, student_nat: torch.Tensor | None,
@@ -66,9 +57,7 @@ class Ard(Stateless):
         self.cfg, self.ctx = cfg, ctx
 
     def inner_max(self, x: torch.Tensor, y: torch.Tensor, info: StepInfo) -> torch.Tensor:
-        c = self.cfg
-        return craft_ce_pgd(self.ctx, x, y, eps=attack_eps(c.eps, self.ctx.eps), steps=c.steps,
-                            step_size=c.step_size, random_start="uniform", attack_mode=c.attack_mode)
+        return craft(self.cfg.attack, self.ctx.student, x, y, threat_eps=self.ctx.eps)
 
     def loss_terms(self, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor,
                    info: StepInfo) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -83,6 +72,6 @@ class Ard(Stateless):
         return loss, metrics
 
 
-register(MethodDef("ard", ArdConfig, Ard, teachers=(1, 1),
+register(MethodDef("ard", ArdConfig, Ard, teacher_roles=("teacher",),
                    profiles={"paper": {},
-                             "official": {"attack_mode": "train", "kl_reduction": "elementwise_mean"}}))
+                             "official": {"attack": {"mode": "train"}, "kl_reduction": "elementwise_mean"}}))

@@ -14,17 +14,14 @@ in eval mode), which halves the attack cost without changing the method.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from trainers.configs import check
-from trainers.methods.base import MethodContext, MethodDef, StepInfo, Stateless, attack_eps, register
-from trainers.methods.fat import craft_fat
-from trainers.methods.pgd_at import craft_ce_pgd
-from trainers.methods.trades import craft_trades
+from trainers.config import check
+from trainers.methods.attack import AttackConfig, craft
+from trainers.methods.base import MethodConfig, MethodContext, MethodDef, StepInfo, Stateless, register
 
 
 def darht_loss(student_logits: torch.Tensor, feature_map: torch.Tensor, teacher_logits: torch.Tensor,
@@ -70,25 +67,17 @@ def darht_loss(student_logits: torch.Tensor, feature_map: torch.Tensor, teacher_
     return loss, {"ce": ce, "kd": kd, "weights": weights_BJ.detach(), "kl": kl_BJ.detach()}
 
 
-@dataclass(frozen=True, kw_only=True)
-class DarhtConfig:
-    profile: str = "paper"
+class DarhtConfig(MethodConfig):
+    name: Literal["darht"] = "darht"
     kl_direction: Literal["student_teacher", "teacher_student"] = "student_teacher"
     weighting: Literal["softmax", "exp"] = "softmax"
     weight_granularity: Literal["sample", "batch"] = "sample"
     mixing: Literal["example", "batch"] = "example"
     """Adversarial with probability adv_prob per example (paper) or per mini-batch (official)."""
     adv_prob: float = 0.5
-    attack: Literal["fat", "trades", "ce_pgd"] = "fat"
-    """Training attack F: FAT early-stopped PGD, TRADES KL-PGD, or the official CE-PGD."""
-    attack_steps: int = 10
-    attack_step_size: float | None = None
-    """None: the attack's reference step: 0.007 per 0.031 of eps for fat and trades (their
-    reference codes), eps / 4 for ce_pgd."""
-    attack_eps: float | None = None
-    """None: the threat model's eps (the official code uses 0.031)."""
-    fat_tau: int = 0
-    fat_omega: float = 0.001
+    attack: AttackConfig = AttackConfig.model_validate("fat")
+    """Training attack F: `fat` (early-stopped PGD, attack.tau the budget), `trades` (KL-PGD), or
+    the official code's `ce_pgd`, each with its reference step; any field can be set on top."""
     phases: Literal["joint", "staged"] = "joint"
     """joint: CE + KD every epoch (paper). staged (official): CE only before ce_only_until,
     KD only from kd_only_from."""
@@ -103,11 +92,10 @@ class DarhtConfig:
     """Student at evaluation: dropout off, or the randomized MC average."""
     kd_scale: float = 1.0
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         check(0 <= self.adv_prob <= 1, "adv_prob", f"must be in [0, 1], got {self.adv_prob}")
         check(0 <= self.dropout < 1, "dropout", f"p must be in [0, 1), got {self.dropout}")
         check(self.mc_samples >= 1, "mc_samples", f"C must be >= 1, got {self.mc_samples}")
-        check(self.attack_steps >= 1, "attack_steps", f"must be >= 1, got {self.attack_steps}")
         check(self.kd_scale >= 0, "kd_scale", f"must be >= 0, got {self.kd_scale}")
 
 
@@ -120,40 +108,36 @@ def phase_weights(cfg: DarhtConfig, epoch: int) -> tuple[float, float]:
     return (0.0, 1.0) if epoch >= cfg.kd_only_from else (1.0, 1.0)
 
 
+class DarhtStep(NamedTuple):
+    x_in: torch.Tensor
+    """The mixed batch the student and the teachers see."""
+    adv_fraction: torch.Tensor
+    """The share of its examples that are adversarial."""
+
+
 class Darht(Stateless):
     def __init__(self, cfg: DarhtConfig, ctx: MethodContext) -> None:
         self.cfg, self.ctx = cfg, ctx
 
-    def inner_max(self, x: torch.Tensor, y: torch.Tensor, info: StepInfo) -> torch.Tensor:
+    def inner_max(self, x: torch.Tensor, y: torch.Tensor, info: StepInfo) -> DarhtStep:
         """The mixed batch: adversarial where chosen, clean elsewhere."""
         c, b = self.cfg, len(x)
         draws = torch.rand(b if c.mixing == "example" else 1, device=x.device)
         idx = torch.nonzero((draws < c.adv_prob).expand(b)).flatten()  # one host sync per step
         x_in = x.clone()
         if len(idx):
-            x_in[idx] = self._attack(x[idx], y[idx], info)
-        self.adv_fraction = torch.tensor(len(idx) / b, device=x.device)
-        return x_in
+            x_in[idx] = craft(c.attack, self.ctx.student, x[idx], y[idx], threat_eps=self.ctx.eps)
+        return DarhtStep(x_in, torch.tensor(len(idx) / b, device=x.device))
 
-    def _attack(self, x: torch.Tensor, y: torch.Tensor, info: StepInfo) -> torch.Tensor:
-        c = self.cfg
-        eps = attack_eps(c.attack_eps, self.ctx.eps)
-        if c.attack == "fat":
-            return craft_fat(self.ctx, x, y, tau=c.fat_tau, eps=eps, steps=c.attack_steps,
-                             step_size=c.attack_step_size, omega=c.fat_omega, loss="ce")
-        if c.attack == "trades":
-            return craft_trades(self.ctx, x, eps=eps, steps=c.attack_steps, step_size=c.attack_step_size)
-        return craft_ce_pgd(self.ctx, x, y, eps=eps, steps=c.attack_steps, step_size=c.attack_step_size,
-                            random_start="normal")
-
-    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, x_in: torch.Tensor,
+    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, step: DarhtStep,
                    info: StepInfo) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The DARHT loss; with a zero KD weight (the CE-only phase, or kd_scale 0) just the CE
         term, without running the teachers, and no kd / w_j / kl_j metrics."""
         c = self.cfg
+        x_in = step.x_in
         logits, fmap_BJK = self.ctx.forward(x_in, with_map=True)
         ce_w, kd_w = phase_weights(c, info.epoch)
-        metrics: dict[str, Any] = {"adv_fraction": self.adv_fraction,
+        metrics: dict[str, Any] = {"adv_fraction": step.adv_fraction,
                                    "train_acc": (logits.argmax(1) == y).float().mean()}
         if kd_w * c.kd_scale == 0:
             ce = F.cross_entropy(logits.float(), y)
@@ -174,7 +158,7 @@ def _student(arch: str, kwargs: dict[str, Any], cfg: DarhtConfig, num_teachers: 
 
 
 OFFICIAL = {"kl_direction": "teacher_student", "weighting": "exp", "weight_granularity": "batch",
-            "mixing": "batch", "attack": "ce_pgd", "attack_step_size": 0.003, "attack_eps": 0.031,
+            "mixing": "batch", "attack": {"preset": "ce_pgd", "step_size": 0.003, "eps": 0.031},
             "phases": "staged", "teacher_mode": "train", "dropout": 0.0, "mc_samples": 1}
 register(MethodDef("darht", DarhtConfig, Darht, profiles={"paper": {}, "official": OFFICIAL},
-                   teachers=(1, None), student=_student))
+                   any_teachers=True, student=_student))

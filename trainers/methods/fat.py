@@ -4,69 +4,49 @@ docs/methods.md#fat-and-fat-trades.
 
 x' = early-stopped PGD with per-example budget tau (attacks/early_stop.py): CE loss and uniform
 start (FAT) or KL loss and 0.001 N(0, 1) start (FAT-TRADES); 10 steps of 0.007 per 0.031 of eps
-(the reference code's step at its eps 0.031), noise omega = 0.001.
+(the reference code's step at its eps 0.031), noise omega = 0.001 (trainers/methods/attack.py).
 Loss: CE(f(x'), y) (FAT) or the TRADES loss with beta = 6 (FAT-TRADES).
 tau = tau + #(milestones m with epoch1 > m), epoch1 the 1-based epoch: FAT 0/1/2 over epochs
 1-50 / 51-90 / 91+ (milestones 50, 90); FAT-TRADES 0/1/2/3 at <=30/<=50/<=70/after.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
-from attacks import early_stopped_pgd
-from trainers.configs import check
-from trainers.methods.base import MethodContext, MethodDef, StepInfo, Stateless, attack_eps, register
-from trainers.methods.trades import trades_loss
-from trainers.modes import eval_mode
+from trainers.config import check
+from trainers.methods.attack import AttackConfig, craft
+from trainers.methods.base import MethodConfig, MethodContext, MethodDef, StepInfo, Stateless, register
+from trainers.methods.trades import OFFICIAL_ATTACK, trades_loss
 
 
-@dataclass(frozen=True, kw_only=True)
-class FatConfig:
-    profile: str = "paper"
-    tau: int = 0
-    """Budget before the first milestone (a fixed budget when tau_milestones is empty)."""
+class FatConfig(MethodConfig):
+    name: Literal["fat", "fat_trades"] = "fat"
     tau_milestones: tuple[int, ...] = (50, 90)
-    """1-based epochs after which tau grows by one."""
-    steps: int = 10
-    step_size: float | None = None
-    """None: the reference code's 0.007 at eps 0.031, scaled with eps (0.00708 at 8/255)."""
-    eps: float | None = None
-    omega: float = 0.001
+    """1-based epochs after which the budget attack.tau grows by one."""
     beta: float = 6.0
     """FAT-TRADES only: weight of the KL term."""
+    attack: AttackConfig = AttackConfig.model_validate("fat")
+    """Early-stopped PGD; attack.tau is the budget before the first milestone."""
 
-    def __post_init__(self) -> None:
-        check(self.tau >= 0, "tau", f"must be >= 0, got {self.tau}")
-        check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+    def check(self) -> None:
+        check(self.attack.tau is not None, "attack.tau", "FAT's attack is early-stopped: set a budget >= 0")
         check(list(self.tau_milestones) == sorted(self.tau_milestones), "tau_milestones", "must be increasing")
 
 
 def tau_at(cfg: FatConfig, epoch: int) -> int:
     """Budget at 0-based `epoch`."""
-    return cfg.tau + sum(epoch + 1 > m for m in cfg.tau_milestones)
-
-
-def craft_fat(ctx: MethodContext, x: torch.Tensor, y: torch.Tensor, *, tau: int, eps: float,
-              steps: int, step_size: float | None, omega: float, loss: str) -> torch.Tensor:
-    with eval_mode(ctx.student):
-        return early_stopped_pgd(ctx.student, x, y, tau=tau, eps=eps, steps=steps,
-                                 step_size=step_size, omega=omega, loss=loss)
+    return cfg.attack.tau + sum(epoch + 1 > m for m in cfg.tau_milestones)
 
 
 class Fat(Stateless):
-    loss_kind = "ce"
-
     def __init__(self, cfg: FatConfig, ctx: MethodContext) -> None:
         self.cfg, self.ctx = cfg, ctx
 
     def inner_max(self, x: torch.Tensor, y: torch.Tensor, info: StepInfo) -> torch.Tensor:
-        c = self.cfg
-        return craft_fat(self.ctx, x, y, tau=tau_at(c, info.epoch), eps=attack_eps(c.eps, self.ctx.eps),
-                         steps=c.steps, step_size=c.step_size, omega=c.omega, loss=self.loss_kind)
+        return craft(self.cfg.attack, self.ctx.student, x, y, threat_eps=self.ctx.eps, tau=tau_at(self.cfg, info.epoch))
 
     def loss_terms(self, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor,
                    info: StepInfo) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -77,8 +57,6 @@ class Fat(Stateless):
 
 
 class FatTrades(Fat):
-    loss_kind = "kl"
-
     def loss_terms(self, x: torch.Tensor, y: torch.Tensor, x_adv: Any,
                    info: StepInfo) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         clean, adv = self.ctx.forward(x), self.ctx.forward(x_adv)
@@ -88,8 +66,8 @@ class FatTrades(Fat):
                       "tau": torch.tensor(float(tau_at(self.cfg, info.epoch)))}
 
 
-OFFICIAL = {"eps": 0.031, "step_size": 0.007}
-register(MethodDef("fat", FatConfig, Fat, profiles={"paper": {}, "official": OFFICIAL}))
+FAT_TRADES = {"tau_milestones": (30, 50, 70), "attack": {"loss": "kl", "random_start": "normal"}}
+register(MethodDef("fat", FatConfig, Fat, profiles={"paper": {}, "official": {"attack": OFFICIAL_ATTACK}}))
 register(MethodDef("fat_trades", FatConfig, FatTrades,
-                   profiles={"paper": {"tau_milestones": (30, 50, 70)},
-                             "official": {**OFFICIAL, "tau_milestones": (30, 50, 70)}}))
+                   profiles={"paper": FAT_TRADES,
+                             "official": {**FAT_TRADES, "attack": {**FAT_TRADES["attack"], **OFFICIAL_ATTACK}}}))

@@ -20,20 +20,18 @@ docs/methods.md#kl-scale-and-kd_scale).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-from trainers.configs import check
+from trainers.config import check
 from trainers.distributed import all_reduce_sum, dist_info
-from trainers.methods.base import MethodContext, MethodDef, StepInfo, attack_eps, kl_per_example, register
-from trainers.methods.pgd_at import craft_ce_pgd
+from trainers.methods.attack import AttackConfig, craft
+from trainers.methods.base import MethodConfig, MethodContext, MethodDef, StepInfo, kl_per_example, register
 
 
-@dataclass(frozen=True, kw_only=True)
-class MtardConfig:
-    profile: str = "paper"
+class MtardConfig(MethodConfig):
+    name: Literal["b_mtard", "mtard"] = "b_mtard"
     kd_scale: float = 0.1
     balance_temperatures: bool = True
     """Entropy-Based Balance (B-MTARD); False keeps tau = 1 (ECCV MTARD)."""
@@ -42,20 +40,16 @@ class MtardConfig:
     eta_tau: float = 0.001
     tau_min: float = 1.0
     tau_max: float = 10.0
-    steps: int = 10
-    step_size: float | None = None
-    """None: eps / 4."""
-    eps: float | None = None
-    """Attack radius; None: the threat model's eps."""
+    attack: AttackConfig = AttackConfig.model_validate("ce_pgd")
+    """CE-PGD on the student from x + 0.001 N(0, 1), 10 steps of eps/4."""
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         check(self.kd_scale > 0, "kd_scale", f"must be > 0, got {self.kd_scale}")
         check(self.beta >= 0, "beta", f"must be >= 0, got {self.beta}")
         check(0 <= self.eta_w <= 1, "eta_w", f"must be in [0, 1] (keeps w on the simplex), got {self.eta_w}")
         check(self.eta_tau >= 0, "eta_tau", f"must be >= 0, got {self.eta_tau}")
         check(0 < self.tau_min <= 1, "tau_min", f"must be in (0, 1] (tau starts at 1), got {self.tau_min}")
         check(self.tau_max >= 1, "tau_max", f"must be >= 1 (tau starts at 1), got {self.tau_max}")
-        check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
 
 
 def mtard_kd_terms(student_adv: torch.Tensor, student_nat: torch.Tensor, teacher_adv: torch.Tensor,
@@ -138,9 +132,7 @@ class Mtard:
         self.nlb = LossBalance(cfg.beta)
 
     def inner_max(self, x: torch.Tensor, y: torch.Tensor, info: StepInfo) -> torch.Tensor:
-        c = self.cfg
-        return craft_ce_pgd(self.ctx, x, y, eps=attack_eps(c.eps, self.ctx.eps), steps=c.steps,
-                            step_size=c.step_size, random_start="normal")
+        return craft(self.cfg.attack, self.ctx.student, x, y, threat_eps=self.ctx.eps)
 
     def loss_terms(self, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor,
                    info: StepInfo) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -172,6 +164,7 @@ class Mtard:
         self.nlb.load_state_dict(state["nlb"])
 
 
-register(MethodDef("b_mtard", MtardConfig, Mtard, teachers=(2, 2)))
+ROLES = ("robust_teacher", "clean_teacher")
+register(MethodDef("b_mtard", MtardConfig, Mtard, teacher_roles=ROLES))
 register(MethodDef("mtard", MtardConfig, Mtard, profiles={"paper": {"balance_temperatures": False}},
-                   teachers=(2, 2)))
+                   teacher_roles=ROLES))

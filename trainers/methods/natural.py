@@ -1,18 +1,16 @@
 """Natural (standard) training: CE on clean inputs. The clean teachers of MTARD / DARHT."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
-from trainers.methods.base import MethodContext, MethodDef, StepInfo, Stateless, register
+from trainers.methods.base import MethodConfig, MethodContext, MethodDef, StepInfo, Stateless, register
 
 
-@dataclass(frozen=True, kw_only=True)
-class NaturalConfig:
-    profile: str = "paper"
+class NaturalConfig(MethodConfig):
+    name: Literal["natural"] = "natural"
 
 
 class Natural(Stateless):

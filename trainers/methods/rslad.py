@@ -6,38 +6,33 @@ KL batchmean (summed over classes, averaged over the batch), adv_weight = 5/6, n
 kd_scale = 0.1 equals the reference code's mean over B*K (x10 on CIFAR-100), docs/methods.md#kl-scale-and-kd_scale.
 One robust teacher, on clean x only. x' maximizes the summed KL(p(T(x)) || p(S(x'))) with the
 student in eval mode: start x + 0.001 N(0, 1), 10 steps of eps/4 (2/255 at 8/255).
-The teacher's clean logits are computed once per step (in inner_max) and reused by the loss, as
-the reference code does.
+The teacher's clean logits are computed once per step, in inner_max, which hands them to the
+loss with x' (as the reference code does).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
 import torch
 
-from attacks import kl_pgd
-from trainers.configs import check
-from trainers.methods.base import (MethodContext, MethodDef, StepInfo, Stateless, attack_eps,
-                                   kl_per_example, register)
-from trainers.modes import eval_mode
+from trainers.config import check
+from trainers.methods.attack import AttackConfig, craft
+from trainers.methods.base import MethodConfig, MethodContext, MethodDef, StepInfo, Stateless, kl_per_example, register
 
 
-@dataclass(frozen=True, kw_only=True)
-class RsladConfig:
-    profile: str = "paper"
+class RsladConfig(MethodConfig):
+    name: Literal["rslad"] = "rslad"
     kd_scale: float = 0.1
     adv_weight: float = 5 / 6
     """Weight of the adversarial KL term; the clean term gets 1 - adv_weight."""
-    steps: int = 10
-    step_size: float | None = None
-    """None: eps / 4."""
-    eps: float | None = None
-    """Attack radius; None: the threat model's eps."""
+    attack: AttackConfig = AttackConfig(loss="kl", random_start="normal")
+    """KL-PGD against the teacher's clean prediction, 10 steps of eps/4."""
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         check(self.kd_scale > 0, "kd_scale", f"must be > 0, got {self.kd_scale}")
         check(0 <= self.adv_weight <= 1, "adv_weight", f"must be in [0, 1], got {self.adv_weight}")
-        check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+        check(self.attack.loss == "kl" and self.attack.tau is None, "attack",
+              "RSLAD's attack is KL-PGD to the teacher's prediction (loss kl, no early stopping tau)")
 
 
 def rslad_loss(student_adv: torch.Tensor, student_nat: torch.Tensor, teacher_nat: torch.Tensor, *,
@@ -48,30 +43,30 @@ def rslad_loss(student_adv: torch.Tensor, student_nat: torch.Tensor, teacher_nat
     return kd_scale * (adv_weight * kl_adv + (1 - adv_weight) * kl_nat), kl_adv, kl_nat
 
 
+class RsladStep(NamedTuple):
+    x_adv: torch.Tensor
+    teacher_nat: torch.Tensor
+    """The teacher's logits on the clean batch: the attack's target and the loss's."""
+
+
 class Rslad(Stateless):
     def __init__(self, cfg: RsladConfig, ctx: MethodContext) -> None:
         self.cfg, self.ctx = cfg, ctx
-        self._teacher: tuple[torch.Tensor, torch.Tensor] | None = None
-        """(x, T(x)) from inner_max, consumed by the next loss_terms on the same x."""
 
-    def inner_max(self, x: torch.Tensor, y: torch.Tensor, info: StepInfo) -> torch.Tensor:
-        c = self.cfg
+    def inner_max(self, x: torch.Tensor, y: torch.Tensor, info: StepInfo) -> RsladStep:
         teacher = self.ctx.teachers.logits_of(0, x)
-        self._teacher = (x, teacher)
-        with eval_mode(self.ctx.student):
-            return kl_pgd(self.ctx.student, x, target_probs=torch.softmax(teacher, dim=1),
-                          eps=attack_eps(c.eps, self.ctx.eps), steps=c.steps, step_size=c.step_size)
+        x_adv = craft(self.cfg.attack, self.ctx.student, x, y, threat_eps=self.ctx.eps,
+                      target=torch.softmax(teacher, dim=1))
+        return RsladStep(x_adv, teacher)
 
-    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor,
+    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, step: RsladStep,
                    info: StepInfo) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        cached, self._teacher = self._teacher, None
-        teacher = cached[1] if cached is not None and cached[0] is x else self.ctx.teachers.logits_of(0, x)
-        student_adv, student_nat = self.ctx.forward(x_adv), self.ctx.forward(x)
-        loss, kl_adv, kl_nat = rslad_loss(student_adv, student_nat, teacher, adv_weight=self.cfg.adv_weight,
+        student_adv, student_nat = self.ctx.forward(step.x_adv), self.ctx.forward(x)
+        loss, kl_adv, kl_nat = rslad_loss(student_adv, student_nat, step.teacher_nat, adv_weight=self.cfg.adv_weight,
                                           kd_scale=self.cfg.kd_scale)
         return loss, {"kl_adv": kl_adv.detach(), "kl_nat": kl_nat.detach(),
                       "train_acc": (student_nat.argmax(1) == y).float().mean(),
                       "train_adv_acc": (student_adv.argmax(1) == y).float().mean()}
 
 
-register(MethodDef("rslad", RsladConfig, Rslad, teachers=(1, 1)))
+register(MethodDef("rslad", RsladConfig, Rslad, teacher_roles=("teacher",)))

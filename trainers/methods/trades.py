@@ -9,32 +9,24 @@ and step 0.007.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from attacks import kl_pgd
-from attacks.pgd import ZHANG_STEP_PER_EPS
-from trainers.configs import check
-from trainers.methods.base import (MethodContext, MethodDef, StepInfo, Stateless, attack_eps,
-                                   kl_per_example, register)
-from trainers.modes import eval_mode
+from trainers.config import check
+from trainers.methods.attack import AttackConfig, craft
+from trainers.methods.base import MethodConfig, MethodContext, MethodDef, StepInfo, Stateless, kl_per_example, register
 
 
-@dataclass(frozen=True, kw_only=True)
-class TradesConfig:
-    profile: str = "paper"
+class TradesConfig(MethodConfig):
+    name: Literal["trades"] = "trades"
     beta: float = 6.0
-    steps: int = 10
-    step_size: float | None = None
-    """None: the reference code's 0.007 at eps 0.031, scaled with eps (0.00708 at 8/255)."""
-    eps: float | None = None
-    """Attack radius; None: the threat model's eps."""
+    attack: AttackConfig = AttackConfig.model_validate("trades")
+    """KL-PGD against the model's own clean prediction; step 0.007 per 0.031 of eps."""
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         check(self.beta >= 0, "beta", f"must be >= 0, got {self.beta}")
-        check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
 
 
 def trades_loss(logits_clean: torch.Tensor, logits_adv: torch.Tensor, y: torch.Tensor,
@@ -47,24 +39,12 @@ def trades_loss(logits_clean: torch.Tensor, logits_adv: torch.Tensor, y: torch.T
     return ce + beta * kl, ce, kl
 
 
-def craft_trades(ctx: MethodContext, x: torch.Tensor, *, eps: float, steps: int,
-                 step_size: float | None) -> torch.Tensor:
-    """TRADES's KL-PGD on the student in eval mode; step_size None: ZHANG_STEP_PER_EPS * eps."""
-    step = ZHANG_STEP_PER_EPS * eps if step_size is None else step_size
-    with eval_mode(ctx.student):
-        with torch.no_grad():
-            target = torch.softmax(ctx.student(x).float(), dim=1)
-        return kl_pgd(ctx.student, x, target_probs=target, eps=eps, steps=steps, step_size=step)
-
-
 class Trades(Stateless):
     def __init__(self, cfg: TradesConfig, ctx: MethodContext) -> None:
         self.cfg, self.ctx = cfg, ctx
 
     def inner_max(self, x: torch.Tensor, y: torch.Tensor, info: StepInfo) -> torch.Tensor:
-        c = self.cfg
-        return craft_trades(self.ctx, x, eps=attack_eps(c.eps, self.ctx.eps), steps=c.steps,
-                            step_size=c.step_size)
+        return craft(self.cfg.attack, self.ctx.student, x, y, threat_eps=self.ctx.eps)
 
     def loss_terms(self, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor,
                    info: StepInfo) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -76,5 +56,6 @@ class Trades(Stateless):
                       "train_adv_acc": (adv.argmax(1) == y).float().mean()}
 
 
+OFFICIAL_ATTACK = {"eps": 0.031, "step_size": 0.007}
 register(MethodDef("trades", TradesConfig, Trades,
-                   profiles={"paper": {}, "official": {"eps": 0.031, "step_size": 0.007}}))
+                   profiles={"paper": {}, "official": {"attack": OFFICIAL_ATTACK}}))

@@ -53,13 +53,14 @@ def sgd_steps(method: Any, ctx: MethodContext, x: torch.Tensor, y: torch.Tensor,
         opt.zero_grad(set_to_none=True)
         ctx.student.train()
         before = bn_stats(ctx.student)
-        x_adv = method.inner_max(x, y, info)
+        adv = method.inner_max(x, y, info)
+        x_adv = adv if isinstance(adv, torch.Tensor) else adv.x_adv  # RSLAD: an RsladStep
         if attack_in_eval:
             assert all(torch.equal(a, b) for a, b in zip(before, bn_stats(ctx.student)))
         assert all(p.grad is None for p in params), "the attack left gradients on the student"
         assert ctx.student.training, "inner_max must restore the student's train mode"
         assert (x_adv - x).abs().max() <= ctx.eps + 1e-6 and 0 <= x_adv.min() and x_adv.max() <= 1
-        loss, metrics = method.loss_terms(x, y, x_adv, info)
+        loss, metrics = method.loss_terms(x, y, adv, info)
         assert torch.isfinite(loss) and loss.requires_grad
         assert all(not v.requires_grad and torch.isfinite(v).all() for v in metrics.values())
         loss.backward()

@@ -10,8 +10,8 @@ import torch
 from kd_testing import bn_stats, kl_np, log_softmax_np, np_of, tiny_cnn
 
 from attacks import early_stopped_pgd, kl_pgd, pgd
-from trainers.configs import ConfigError
-from trainers.methods import METHODS, MethodContext, StepInfo, parse_method
+from trainers.config import ConfigError
+from trainers.methods import METHODS, MethodContext, StepInfo, method_config
 from trainers.methods.fat import FatConfig, tau_at
 from trainers.methods.trades import trades_loss
 from trainers.modes import eval_mode
@@ -68,32 +68,32 @@ def test_trades_gradient_flows_through_clean_and_adversarial_logits() -> None:
 # ----------------------------------------------------------------------------- FAT's tau schedule
 
 def test_fat_tau_schedule() -> None:
-    _, fat = parse_method({"name": "fat"})
+    fat = method_config({"name": "fat"})
     got = {epoch1: tau_at(fat, epoch1 - 1) for epoch1 in (1, 50, 51, 90, 91, 120)}
     assert got == {1: 0, 50: 0, 51: 1, 90: 1, 91: 2, 120: 2}
     assert [tau_at(fat, e) for e in range(120)] == [0] * 50 + [1] * 40 + [2] * 30
 
 
 def test_fat_trades_tau_schedule() -> None:
-    _, fat_trades = parse_method({"name": "fat_trades"})
+    fat_trades = method_config({"name": "fat_trades"})
     want = [0] * 30 + [1] * 20 + [2] * 20 + [3] * 15  # <=30 / <=50 / <=70 / after, 85 epochs
     assert [tau_at(fat_trades, e) for e in range(85)] == want
-    _, official = parse_method({"name": "fat_trades", "profile": "official"})
+    official = method_config({"name": "fat_trades", "profile": "official"})
     assert [tau_at(official, e) for e in range(85)] == want
 
 
 @pytest.mark.parametrize("tau", [0, 1, 3])
 def test_fixed_tau_with_empty_milestones(tau: int) -> None:
-    _, cfg = parse_method({"name": "fat", "tau": tau, "tau_milestones": []})
+    cfg = method_config({"name": "fat", "attack": {"tau": tau}, "tau_milestones": []})
     assert all(tau_at(cfg, e) == tau for e in range(200))
-    offset = FatConfig(tau=2, tau_milestones=(3,))  # the base budget adds to the milestone count
+    offset = FatConfig(attack={"tau": 2}, tau_milestones=(3,))  # the base budget adds to the milestone count
     assert [tau_at(offset, e) for e in range(5)] == [2, 2, 2, 3, 3]
 
 
 def test_fat_logs_the_current_tau(batch) -> None:
-    mdef, cfg = parse_method({"name": "fat_trades", "steps": 1})
+    cfg = method_config({"name": "fat_trades", "attack": {"steps": 1}})
     student = tiny_cnn(0).train()
-    method = mdef.build(cfg, MethodContext(student=student, forward=student, eps=0.1, num_classes=10))
+    method = cfg.definition.build(cfg, MethodContext(student=student, forward=student, eps=0.1, num_classes=10))
     x, y = batch
     for epoch, tau in ((0, 0), (30, 1), (69, 2), (84, 3)):
         info = StepInfo(epoch, 0, 1.0)
@@ -112,8 +112,8 @@ def test_inner_max_keeps_modes_and_the_eps_ball(name: str, caller_mode: str, bat
     if caller_mode == "mixed":  # one BN layer frozen by the caller: its own mode must come back
         next(m for m in student.modules() if isinstance(m, torch.nn.BatchNorm2d)).eval()
     modes = [m.training for m in student.modules()]
-    mdef, cfg = parse_method({"name": name, "steps": 4})
-    method = mdef.build(cfg, MethodContext(student=student, forward=student, eps=eps, num_classes=10))
+    cfg = method_config({"name": name, "attack": {"steps": 4}})
+    method = cfg.definition.build(cfg, MethodContext(student=student, forward=student, eps=eps, num_classes=10))
     x, y = batch
     before = bn_stats(student)
     x_adv = method.inner_max(x, y, StepInfo(epoch=60, step=0, lr_scale=1.0))
@@ -130,8 +130,8 @@ def test_inner_max_keeps_modes_and_the_eps_ball(name: str, caller_mode: str, bat
 def test_official_profiles_use_the_reference_radius(name: str, batch) -> None:
     """Official: eps 0.031 and step 0.007 whatever the threat model's eps (0.2 on digits)."""
     student = tiny_cnn(2).train()
-    mdef, cfg = parse_method({"name": name, "profile": "official", "steps": 3})
-    method = mdef.build(cfg, MethodContext(student=student, forward=student, eps=0.2, num_classes=10))
+    cfg = method_config({"name": name, "profile": "official", "attack": {"steps": 3}})
+    method = cfg.definition.build(cfg, MethodContext(student=student, forward=student, eps=0.2, num_classes=10))
     x, y = batch
     x_adv = method.inner_max(x, y, StepInfo(0, 0, 1.0))
     assert (x_adv - x).abs().max() <= 0.031 + 1e-6
@@ -140,8 +140,8 @@ def test_official_profiles_use_the_reference_radius(name: str, batch) -> None:
 
 def test_trades_inner_max_is_kl_pgd_against_the_clean_prediction(batch) -> None:
     student = tiny_cnn(3).train()
-    mdef, cfg = parse_method({"name": "trades", "profile": "official", "steps": 3})
-    method = mdef.build(cfg, MethodContext(student=student, forward=student, eps=0.2, num_classes=10))
+    cfg = method_config({"name": "trades", "profile": "official", "attack": {"steps": 3}})
+    method = cfg.definition.build(cfg, MethodContext(student=student, forward=student, eps=0.2, num_classes=10))
     x, y = batch
     torch.manual_seed(5)
     got = method.inner_max(x, y, StepInfo(0, 0, 1.0))
@@ -157,8 +157,8 @@ def test_trades_inner_max_is_kl_pgd_against_the_clean_prediction(batch) -> None:
 @pytest.mark.parametrize("name,loss,start", [("fat", "ce", "uniform"), ("fat_trades", "kl", "normal")])
 def test_fat_inner_max_is_early_stopped_pgd_with_the_current_tau(name: str, loss: str, start: str, batch) -> None:
     student = tiny_cnn(4).train()
-    mdef, cfg = parse_method({"name": name, "steps": 3})
-    method = mdef.build(cfg, MethodContext(student=student, forward=student, eps=0.2, num_classes=10))
+    cfg = method_config({"name": name, "attack": {"steps": 3}})
+    method = cfg.definition.build(cfg, MethodContext(student=student, forward=student, eps=0.2, num_classes=10))
     x, y = batch
     torch.manual_seed(6)
     got = method.inner_max(x, y, StepInfo(95, 0, 1.0))
@@ -188,8 +188,8 @@ def test_default_attack_steps_are_the_references(name: str, step: float, batch) 
     """At eps 8/255: TRADES, FAT and FAT-TRADES step 0.007 per 0.031 of eps (their codes: 0.007 at
     0.031), PGD-AT 2/255; the other of the two steps gives a different x'."""
     student = tiny_cnn(8).train()
-    mdef, cfg = parse_method({"name": name, "steps": 3})
-    method = mdef.build(cfg, MethodContext(student=student, forward=student, eps=8 / 255, num_classes=10))
+    cfg = method_config({"name": name, "attack": {"steps": 3}})
+    method = cfg.definition.build(cfg, MethodContext(student=student, forward=student, eps=8 / 255, num_classes=10))
     x, y = batch
     torch.manual_seed(9)
     got = method.inner_max(x, y, StepInfo(0, 0, 1.0))
@@ -202,8 +202,8 @@ def test_default_attack_steps_are_the_references(name: str, step: float, batch) 
 
 def test_pgd_at_inner_max_is_uniform_start_ce_pgd(batch) -> None:
     student = tiny_cnn(5).train()
-    mdef, cfg = parse_method({"name": "pgd_at", "steps": 3})
-    method = mdef.build(cfg, MethodContext(student=student, forward=student, eps=0.2, num_classes=10))
+    cfg = method_config({"name": "pgd_at", "attack": {"steps": 3}})
+    method = cfg.definition.build(cfg, MethodContext(student=student, forward=student, eps=0.2, num_classes=10))
     x, y = batch
     torch.manual_seed(7)
     got = method.inner_max(x, y, StepInfo(0, 0, 1.0))
@@ -216,8 +216,8 @@ def test_pgd_at_inner_max_is_uniform_start_ce_pgd(batch) -> None:
 @pytest.mark.parametrize("name", ["trades", "fat_trades"])
 def test_trades_loss_terms_use_two_forwards_and_the_formula(name: str, batch) -> None:
     student = tiny_cnn(6).train()
-    mdef, cfg = parse_method({"name": name, "beta": 4.0})
-    method = mdef.build(cfg, MethodContext(student=student, forward=student, eps=0.2, num_classes=10))
+    cfg = method_config({"name": name, "beta": 4.0})
+    method = cfg.definition.build(cfg, MethodContext(student=student, forward=student, eps=0.2, num_classes=10))
     x, y = batch
     x_adv = (x + 0.1 * torch.randn_like(x).sign()).clamp(0, 1)
     with torch.no_grad():
@@ -234,31 +234,37 @@ def test_trades_loss_terms_use_two_forwards_and_the_formula(name: str, batch) ->
 
 def test_profiles() -> None:
     assert list(METHODS.get("trades").profiles) == ["paper", "official"]
-    _, paper = parse_method({"name": "trades"})
-    _, official = parse_method({"name": "trades", "profile": "official"})
-    assert (paper.beta, paper.steps, paper.eps, paper.step_size) == (6.0, 10, None, None)
-    assert (official.beta, official.steps, official.eps, official.step_size) == (6.0, 10, 0.031, 0.007)
+    paper, official = method_config({"name": "trades"}), method_config({"name": "trades", "profile": "official"})
+    pa, oa = paper.attack, official.attack
+    assert (paper.beta, pa.steps, pa.eps, pa.step_size) == (6.0, 10, None, None)
+    assert (official.beta, oa.steps, oa.eps, oa.step_size) == (6.0, 10, 0.031, 0.007)
     for name in ("fat", "fat_trades"):
-        _, p = parse_method({"name": name})
-        _, o = parse_method({"name": name, "profile": "official"})
-        assert (p.eps, p.step_size, o.eps, o.step_size) == (None, None, 0.031, 0.007)
-        assert p.steps == o.steps == 10 and p.omega == o.omega == 0.001 and p.tau == o.tau == 0
+        p, o = method_config({"name": name}), method_config({"name": name, "profile": "official"})
+        pa, oa = p.attack, o.attack
+        assert (pa.eps, pa.step_size, oa.eps, oa.step_size) == (None, None, 0.031, 0.007)
+        assert pa.steps == oa.steps == 10 and pa.omega == oa.omega == 0.001 and pa.tau == oa.tau == 0
         assert p.tau_milestones == o.tau_milestones == ((50, 90) if name == "fat" else (30, 50, 70))
         assert p.beta == 6.0
-    mdef, pgd_cfg = parse_method({"name": "pgd_at"})
-    assert list(mdef.profiles) == ["paper"]
-    assert (pgd_cfg.steps, pgd_cfg.step_size, pgd_cfg.eps, pgd_cfg.random_start, pgd_cfg.attack_mode) == (
-        10, None, None, "uniform", "eval")
+    pgd_cfg = method_config({"name": "pgd_at"})
+    assert list(pgd_cfg.definition.profiles) == ["paper"]
+    a = pgd_cfg.attack
+    assert (a.steps, a.step_size, a.eps, a.random_start, a.mode) == (10, None, None, "uniform", "eval")
     for name in AT_METHODS:
-        assert METHODS.get(name).teachers == (0, 0)
+        mdef = METHODS.get(name)
+        assert mdef.teacher_roles == () and not mdef.any_teachers
+        mdef.check_teachers(0)
+        with pytest.raises(ConfigError, match="takes 0 teacher"):
+            mdef.check_teachers(1)
 
 
 def test_config_errors() -> None:
-    for raw, field in [({"name": "trades", "beta": -1.0}, "beta"), ({"name": "trades", "steps": 0}, "steps"),
-                       ({"name": "fat", "tau": -1}, "tau"),
+    for raw, field in [({"name": "trades", "beta": -1.0}, "beta"),
+                       ({"name": "trades", "attack": {"steps": 0}}, "attack.steps"),
+                       ({"name": "fat", "attack": {"tau": -1}}, "attack.tau"),
                        ({"name": "fat", "tau_milestones": [90, 50]}, "tau_milestones"),
-                       ({"name": "pgd_at", "steps": 0}, "steps"), ({"name": "trades", "profile": "offical"}, "profile"),
-                       ({"name": "pgd_at", "random_start": "gauss"}, "random_start")]:
+                       ({"name": "pgd_at", "attack": {"steps": 0}}, "attack.steps"),
+                       ({"name": "trades", "profile": "offical"}, "profile"),
+                       ({"name": "pgd_at", "attack": {"random_start": "gauss"}}, "attack.random_start")]:
         with pytest.raises(ConfigError) as err:
-            parse_method(raw)
+            method_config(raw)
         assert err.value.field == field

@@ -8,8 +8,8 @@ import pytest
 import torch
 from kd_testing import bn_stats, kl_np, log_softmax_np, np_of, sgd_steps
 
-from trainers.configs import ConfigError
-from trainers.methods import METHODS, StepInfo, parse_method
+from trainers.config import ConfigError
+from trainers.methods import METHODS, StepInfo, method_config
 from trainers.methods.ard import ard_loss
 
 
@@ -33,8 +33,8 @@ def test_step_matches_the_formula_and_skips_the_clean_forward(profile: str, alph
                                                               batch) -> None:
     inputs = []
     ctx = make_ctx(1, forward=lambda x: (inputs.append(x), ctx.student(x))[1])
-    mdef, cfg = parse_method({"name": "ard", "profile": profile, "alpha": alpha})
-    method = mdef.build(cfg, ctx)
+    cfg = method_config({"name": "ard", "profile": profile, "alpha": alpha})
+    method = cfg.definition.build(cfg, ctx)
     x, y = batch
     x_adv = (x + 0.1 * torch.randn_like(x).sign()).clamp(0, 1)
     with torch.no_grad():
@@ -53,10 +53,11 @@ def test_attack_mode_per_profile(profile: str, make_ctx, batch) -> None:
     """Paper: the student is attacked in eval mode (BN running stats untouched); official: in
     train mode, as the reference code (running stats move). Uniform start either way."""
     ctx = make_ctx(1)
-    mdef, cfg = parse_method({"name": "ard", "profile": profile, "steps": 1, "step_size": 0.0})
+    # A negligible step (a step of 0 is refused): x' is the random start.
+    cfg = method_config({"name": "ard", "profile": profile, "attack": {"steps": 1, "step_size": 1e-9}})
     before = bn_stats(ctx.student)
     x, y = batch
-    x_adv = mdef.build(cfg, ctx).inner_max(x, y, StepInfo(0, 0, 1.0))
+    x_adv = cfg.definition.build(cfg, ctx).inner_max(x, y, StepInfo(0, 0, 1.0))
     moved = not all(torch.equal(a, b) for a, b in zip(before, bn_stats(ctx.student)))
     assert moved == (profile == "official") and ctx.student.training
     delta = (x_adv - x).abs()  # uniform start in the eps-ball (clipped to [0, 1])
@@ -65,18 +66,23 @@ def test_attack_mode_per_profile(profile: str, make_ctx, batch) -> None:
 
 @pytest.mark.parametrize("profile", ["paper", "official"])
 def test_trains_tiny_student(profile: str, make_ctx, batch) -> None:
-    mdef, cfg = parse_method({"name": "ard", "profile": profile, "temperature": 4.0, "steps": 3})
+    cfg = method_config({"name": "ard", "profile": profile, "temperature": 4.0, "attack": {"steps": 3}})
     ctx = make_ctx(1)
-    losses = sgd_steps(mdef.build(cfg, ctx), ctx, batch[0][:16], batch[1][:16], steps=20,
+    losses = sgd_steps(cfg.definition.build(cfg, ctx), ctx, batch[0][:16], batch[1][:16], steps=20,
                        attack_in_eval=profile == "paper")
     assert all(map(math.isfinite, losses)) and np.mean(losses[-3:]) < np.mean(losses[:3])
 
 
 def test_registration_and_config_errors() -> None:
-    assert METHODS.get("ard").teachers == (1, 1)
-    official = parse_method({"name": "ard", "profile": "official"})[1]
-    assert (official.attack_mode, official.kl_reduction) == ("train", "elementwise_mean")
+    mdef = METHODS.get("ard")
+    assert mdef.teacher_roles == ("teacher",) and not mdef.any_teachers
+    mdef.check_teachers(1)
+    for count in (0, 2):
+        with pytest.raises(ConfigError, match=f"takes 1 teacher.*got {count}"):
+            mdef.check_teachers(count)
+    official = method_config({"name": "ard", "profile": "official"})
+    assert (official.attack.mode, official.kl_reduction) == ("train", "elementwise_mean")
     for field, value in [("alpha", 2.0), ("temperature", 0.0), ("kl_reduction", "sum")]:
         with pytest.raises(ConfigError) as err:
-            parse_method({"name": "ard", field: value})
+            method_config({"name": "ard", field: value})
         assert err.value.field == field

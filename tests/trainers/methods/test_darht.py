@@ -12,9 +12,10 @@ import torch
 from kd_testing import DATA_CFG, log_softmax_np, np_of
 
 from attacks import early_stopped_pgd, kl_pgd, pgd
-from trainers.configs import ConfigError
-from trainers.methods import METHODS, MethodContext, StepInfo, parse_method
-from trainers.methods.darht import Darht, DarhtConfig, darht_loss, phase_weights
+from trainers.config import ConfigError
+from trainers.methods import METHODS, MethodContext, StepInfo, method_config
+from trainers.methods import darht as darht_module
+from trainers.methods.darht import Darht, DarhtConfig, DarhtStep, darht_loss, phase_weights
 from trainers.models import build_model
 from trainers.models.darht_student import DarhtStudent
 from trainers.modes import eval_mode
@@ -71,11 +72,11 @@ def tiny_student(*, num_teachers: int = 2, dropout: float = 0.1, mc_samples: int
 
 def darht_method(raw: dict, teacher_dirs: list[Path], *, eps: float = 0.2,
                  student: DarhtStudent | None = None) -> Darht:
-    mdef, cfg = parse_method({"name": "darht", **raw})
+    cfg = method_config({"name": "darht", **raw})
     student = student or tiny_student(num_teachers=2, dropout=cfg.dropout, mc_samples=cfg.mc_samples)
     teachers = TeacherSet(teacher_dirs, dataset="digits", num_classes=10, mode=cfg.teacher_mode)
     ctx = MethodContext(student=student, forward=student, eps=eps, num_classes=10, teachers=teachers)
-    return mdef.build(cfg, ctx)
+    return cfg.definition.build(cfg, ctx)
 
 
 # ----------------------------------------------------------------------------- the loss
@@ -102,7 +103,7 @@ def test_loss_matches_the_formula(kl_direction: str, weighting: str, granularity
 
 @pytest.mark.parametrize("profile", ["paper", "official"])
 def test_profile_settings_give_the_profile_formula(profile: str) -> None:
-    _, cfg = parse_method({"name": "darht", "profile": profile})
+    cfg = method_config({"name": "darht", "profile": profile})
     opts = {"kl_direction": cfg.kl_direction, "weighting": cfg.weighting,
             "weight_granularity": cfg.weight_granularity}
     s, fmap, t, y = random_inputs(5, 3, 10, seed=7)
@@ -256,7 +257,7 @@ def test_student_argument_errors() -> None:
         tiny_student(inference="average")
     for bad in ({"dropout": 1.0}, {"dropout": -0.5}, {"mc_samples": 0}, {"adv_prob": 1.5}):
         with pytest.raises(ConfigError) as err:
-            parse_method({"name": "darht", **bad})
+            method_config({"name": "darht", **bad})
         assert err.value.field == next(iter(bad))
 
 
@@ -273,40 +274,58 @@ def test_phase_weights() -> None:
 
 
 def test_profiles_follow_the_methods_md_table() -> None:
-    mdef, paper = parse_method({"name": "darht"})
-    _, official = parse_method({"name": "darht", "profile": "official"})
+    paper = method_config({"name": "darht"})
+    official = method_config({"name": "darht", "profile": "official"})
+    mdef = paper.definition
     assert list(mdef.profiles) == ["paper", "official"] and paper.profile == "paper"
-    assert mdef.teachers == (1, None)
+    assert mdef.any_teachers and mdef.teacher_roles == ()
+    for count in (1, 2, 5):
+        mdef.check_teachers(count)
+    with pytest.raises(ConfigError, match="at least 1 teacher, got 0"):
+        mdef.check_teachers(0)
     table = {  # option: (paper, official), docs/methods.md#darht-loss-and-profiles
         "kl_direction": ("student_teacher", "teacher_student"),
         "weighting": ("softmax", "exp"),
         "weight_granularity": ("sample", "batch"),
         "phases": ("joint", "staged"),
         "mixing": ("example", "batch"),
-        "attack": ("fat", "ce_pgd"),
-        "attack_step_size": (None, 0.003),
-        "attack_eps": (None, 0.031),
+        # The attack: FAT (CE, uniform start, early stopping tau 0, noise 0.001, step 0.007 per
+        # 0.031 of eps) vs the official CE-PGD (start x + 0.001 N(0, 1), step 0.003 at eps 0.031).
+        "attack.loss": ("ce", "ce"),
+        "attack.random_start": ("uniform", "normal"),
+        "attack.tau": (0, None),
+        "attack.omega": (0.001, 0.0),
+        "attack.step_per_eps": (0.007 / 0.031, 0.25),
+        "attack.step_size": (None, 0.003),
+        "attack.eps": (None, 0.031),
+        "attack.mode": ("eval", "eval"),
         "teacher_mode": ("eval", "train"),
         "mc_samples": (4, 1),
         "dropout": (0.1, 0.0),
     }
+
+    def value(cfg: DarhtConfig, dotted: str) -> object:
+        for part in dotted.split("."):
+            cfg = getattr(cfg, part)
+        return cfg
+
     for name, (want_paper, want_official) in table.items():
-        assert (getattr(paper, name), getattr(official, name)) == (want_paper, want_official), name
+        assert (value(paper, name), value(official, name)) == (want_paper, want_official), name
     # Shared: adversarial with probability 0.5, 10 attack steps; official phases 0-49 / 50-117 / 118+.
     assert paper.adv_prob == official.adv_prob == 0.5
-    assert paper.attack_steps == official.attack_steps == 10
+    assert paper.attack.steps == official.attack.steps == 10
     assert (official.ce_only_until, official.kd_only_from) == (50, 118)
     assert paper.kd_scale == official.kd_scale == 1.0
     # Explicit parameters win over the profile, and the profile is recorded.
-    _, mixed = parse_method({"name": "darht", "profile": "official", "dropout": 0.2, "mc_samples": 3})
-    assert (mixed.dropout, mixed.mc_samples, mixed.profile, mixed.attack) == (0.2, 3, "official", "ce_pgd")
+    mixed = method_config({"name": "darht", "profile": "official", "dropout": 0.2, "mc_samples": 3})
+    assert (mixed.dropout, mixed.mc_samples, mixed.profile, mixed.attack) == (0.2, 3, "official", official.attack)
 
 
 def test_official_profile_student_and_teacher_modes(teacher_dirs) -> None:
     method = darht_method({"profile": "official"}, teacher_dirs)
     assert all(m.training for t in method.ctx.teachers.models for m in t.modules())
-    mdef, cfg = parse_method({"name": "darht", "profile": "official"})
-    arch, kwargs = mdef.student("small_cnn", {"width": 4}, cfg, 3)
+    cfg = method_config({"name": "darht", "profile": "official"})
+    arch, kwargs = cfg.definition.student("small_cnn", {"width": 4}, cfg, 3)
     assert arch == "darht_student"
     assert kwargs == {"backbone": "small_cnn", "backbone_kwargs": {"width": 4}, "num_teachers": 3,
                       "dropout": 0.0, "mc_samples": 1, "inference": "deterministic"}
@@ -323,7 +342,7 @@ def test_loss_terms_follow_the_formula_in_every_phase(profile: str, teacher_dirs
     cfg = method.cfg
     x, y = batch[0][:16], batch[1][:16]
     x_in = (x + 0.1 * torch.randn_like(x).sign()).clamp(0, 1)
-    method.adv_fraction = torch.tensor(0.25)
+    step = DarhtStep(x_in, torch.tensor(0.25))
     student = method.ctx.student.train()
     for epoch, (ce_w, kd_w) in zip((0, 2, 5), ((1.0, 0.0), (1.0, 1.0), (0.0, 1.0))):
         with torch.no_grad():
@@ -331,7 +350,7 @@ def test_loss_terms_follow_the_formula_in_every_phase(profile: str, teacher_dirs
             t = torch.stack([m(x_in) for m in method.ctx.teachers.models])
         want = darht_loss_np(np_of(s), np_of(fmap), np_of(t), y.numpy(), kl_direction=cfg.kl_direction,
                              weighting=cfg.weighting, weight_granularity=cfg.weight_granularity)
-        loss, metrics = method.loss_terms(x, y, x_in, StepInfo(epoch=epoch, step=0, lr_scale=1.0))
+        loss, metrics = method.loss_terms(x, y, step, StepInfo(epoch=epoch, step=0, lr_scale=1.0))
         assert loss.item() == pytest.approx(ce_w * want["ce"] + kd_w * 0.7 * want["kd"], rel=1e-5)
         assert loss.requires_grad
         assert metrics["ce"].item() == pytest.approx(want["ce"], rel=1e-5)
@@ -354,7 +373,6 @@ def test_zero_kd_weight_skips_the_teachers_and_changes_nothing(raw: dict, epoch:
     """With KD weight 0 no teacher runs, and the loss and every weight gradient equal those of the
     full DARHT loss with the teachers' logits (where the KD term is multiplied by 0)."""
     method = darht_method({**raw, "dropout": 0.0, "mc_samples": 1}, teacher_dirs)
-    method.adv_fraction = torch.tensor(1.0)
     x, y = batch[0][:16], batch[1][:16]
     student, info = method.ctx.student.train(), StepInfo(epoch=epoch, step=0, lr_scale=1.0)
     assert phase_weights(method.cfg, epoch)[1] * method.cfg.kd_scale == 0
@@ -363,7 +381,7 @@ def test_zero_kd_weight_skips_the_teachers_and_changes_nothing(raw: dict, epoch:
     calls = []
     for m in method.ctx.teachers.models:
         m.register_forward_hook(lambda *a: calls.append(1))
-    loss, _ = method.loss_terms(x, y, x, info)
+    loss, _ = method.loss_terms(x, y, DarhtStep(x, torch.tensor(1.0)), info)
     loss.backward()
     grads = [p.grad.clone() for p in student.parameters()]
     assert not calls
@@ -381,19 +399,20 @@ def test_zero_kd_weight_skips_the_teachers_and_changes_nothing(raw: dict, epoch:
 
 def test_adv_prob_zero_attacks_nothing(teacher_dirs, batch, monkeypatch) -> None:
     method = darht_method({"adv_prob": 0.0}, teacher_dirs)
-    monkeypatch.setattr(method, "_attack", lambda *a: pytest.fail("attacked with adv_prob 0"))
+    monkeypatch.setattr(darht_module, "craft", lambda *a, **k: pytest.fail("attacked with adv_prob 0"))
     x, y = batch
     for step in range(5):
-        x_in = method.inner_max(x, y, StepInfo(0, step, 1.0))
-        assert torch.equal(x_in, x) and method.adv_fraction.item() == 0.0
+        x_in, adv_fraction = method.inner_max(x, y, StepInfo(0, step, 1.0))
+        assert torch.equal(x_in, x) and adv_fraction.item() == 0.0
 
 
 @pytest.mark.parametrize("mixing", ["example", "batch"])
 def test_adv_prob_one_attacks_everything(mixing: str, teacher_dirs, batch) -> None:
-    method = darht_method({"adv_prob": 1.0, "mixing": mixing, "attack": "ce_pgd", "attack_steps": 2}, teacher_dirs)
+    method = darht_method({"adv_prob": 1.0, "mixing": mixing, "attack": {"preset": "ce_pgd", "steps": 2}},
+                          teacher_dirs)
     x, y = batch
-    x_in = method.inner_max(x, y, StepInfo(0, 0, 1.0))
-    assert method.adv_fraction.item() == 1.0
+    x_in, adv_fraction = method.inner_max(x, y, StepInfo(0, 0, 1.0))
+    assert adv_fraction.item() == 1.0
     assert ((x_in - x).flatten(1).abs().amax(1) > 0).all()
     assert (x_in - x).abs().max() <= 0.2 + 1e-6 and 0 <= x_in.min() and x_in.max() <= 1
 
@@ -409,12 +428,13 @@ def test_per_example_mixing_attacks_about_half(teacher_dirs, monkeypatch) -> Non
     x, y = train.x[:64], train.y[:64]
     method = darht_method({"mixing": "example", "adv_prob": 0.5}, teacher_dirs)
     chosen = []
-    monkeypatch.setattr(method, "_attack", lambda xs, ys, info: chosen.append(len(xs)) or (xs + 0.01).clamp(0, 1))
+    monkeypatch.setattr(darht_module, "craft",
+                        lambda attack, model, xs, ys, **k: chosen.append(len(xs)) or (xs + 0.01).clamp(0, 1))
     fractions = []
     torch.manual_seed(0)
     for step in range(20):
-        x_in = method.inner_max(x, y, StepInfo(0, step, 1.0))
-        fractions.append(method.adv_fraction.item())
+        x_in, adv_fraction = method.inner_max(x, y, StepInfo(0, step, 1.0))
+        fractions.append(adv_fraction.item())
         assert chosen[-1] == attacked_rows(x, x_in).sum().item() == round(64 * fractions[-1])
     # Binomial(64, 0.5): mean 32, sd 4; each draw within 5 sd, the 20-draw mean within ~5 sd.
     assert all(12 / 64 <= f <= 52 / 64 for f in fractions)
@@ -424,43 +444,61 @@ def test_per_example_mixing_attacks_about_half(teacher_dirs, monkeypatch) -> Non
 
 def test_per_batch_mixing_is_all_or_nothing(teacher_dirs, batch, monkeypatch) -> None:
     method = darht_method({"mixing": "batch", "adv_prob": 0.5}, teacher_dirs)
-    monkeypatch.setattr(method, "_attack", lambda xs, ys, info: (xs + 0.01).clamp(0, 1))
+    monkeypatch.setattr(darht_module, "craft", lambda attack, model, xs, ys, **k: (xs + 0.01).clamp(0, 1))
     x, y = batch
     torch.manual_seed(0)
     fractions = []
     for step in range(30):
-        x_in = method.inner_max(x, y, StepInfo(0, step, 1.0))
-        fractions.append(method.adv_fraction.item())
+        x_in, adv_fraction = method.inner_max(x, y, StepInfo(0, step, 1.0))
+        fractions.append(adv_fraction.item())
         assert attacked_rows(x, x_in).sum().item() == 32 * fractions[-1]
     assert set(fractions) == {0.0, 1.0}
     assert 5 <= sum(fractions) <= 25
 
 
+def attack_kind(raw: dict) -> str:
+    """Which of the three training attacks of docs/methods.md#darht-loss-and-profiles `raw` asks
+    for: an explicit preset, else the profile's (official: ce_pgd; paper: fat)."""
+    attack = raw.get("attack")
+    preset = attack if isinstance(attack, str) else (attack or {}).get("preset")
+    return preset or ("ce_pgd" if raw.get("profile") == "official" else "fat")
+
+
 def reference_attack(raw: dict, student: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The training attack docs/methods.md#darht-loss-and-profiles names, called from the attack
     library on these examples alone."""
-    _, cfg = parse_method({"name": "darht", **raw})
-    eps = cfg.attack_eps if cfg.attack_eps is not None else 0.2
+    kind, attack = attack_kind(raw), raw.get("attack", {})
+    attack = attack if isinstance(attack, dict) else {}
+    official = raw.get("profile") == "official"
+    eps = attack.get("eps", 0.031 if official else 0.2)
     # Default steps: CE-PGD eps / 4; FAT and TRADES their codes' 0.007 at eps 0.031, scaled.
-    default_step = eps / 4 if cfg.attack == "ce_pgd" else eps * 0.007 / 0.031
-    step = cfg.attack_step_size if cfg.attack_step_size is not None else default_step
+    default_step = eps / 4 if kind == "ce_pgd" else eps * 0.007 / 0.031
+    step = attack.get("step_size", 0.003 if official else default_step)
+    steps = attack.get("steps", 10)
     with eval_mode(student):
-        if cfg.attack == "ce_pgd":  # the official code: start x + 0.001 N(0, 1), final iterate
-            return pgd(student, x, y, eps=eps, step_size=step, steps=cfg.attack_steps, random_start="normal",
+        if kind == "ce_pgd":  # the official code: start x + 0.001 N(0, 1), final iterate
+            return pgd(student, x, y, eps=eps, step_size=step, steps=steps, random_start="normal",
                        start_scale=0.001, keep_best=False)
-        if cfg.attack == "trades":
+        if kind == "trades":
             with torch.no_grad():
                 target = torch.softmax(student(x), dim=1)
-            return kl_pgd(student, x, target_probs=target, eps=eps, step_size=step, steps=cfg.attack_steps)
-        return early_stopped_pgd(student, x, y, eps=eps, tau=cfg.fat_tau, step_size=step,
-                                 steps=cfg.attack_steps, omega=cfg.fat_omega, loss="ce", random_start="uniform")
+            return kl_pgd(student, x, target_probs=target, eps=eps, step_size=step, steps=steps)
+        return early_stopped_pgd(student, x, y, eps=eps, tau=attack.get("tau", 0), step_size=step,
+                                 steps=steps, omega=attack.get("omega", 0.001), loss="ce", random_start="uniform")
 
 
-@pytest.mark.parametrize("raw", [{}, {"attack": "trades"}, {"attack": "ce_pgd"}, {"fat_tau": 2},
+def with_attack_steps(raw: dict, steps: int) -> dict:
+    """`raw` with its attack's step count set (on top of a preset name if it gives one)."""
+    attack = raw.get("attack", {})
+    attack = {"preset": attack} if isinstance(attack, str) else attack
+    return {**raw, "attack": {**attack, "steps": steps}}
+
+
+@pytest.mark.parametrize("raw", [{}, {"attack": "trades"}, {"attack": "ce_pgd"}, {"attack": {"tau": 2}},
                                  {"profile": "official"}, {"profile": "official", "mixing": "example"}],
                          ids=["paper-fat", "trades", "ce_pgd", "fat-tau2", "official", "official-example"])
 def test_attacked_examples_equal_the_chosen_attack_alone(raw: dict, teacher_dirs, batch) -> None:
-    raw = {**raw, "attack_steps": 3}
+    raw = with_attack_steps(raw, 3)
     method = darht_method(raw, teacher_dirs)
     student = method.ctx.student.train()
     x, y = batch
@@ -471,12 +509,12 @@ def test_attacked_examples_equal_the_chosen_attack_alone(raw: dict, teacher_dirs
         chosen = (draws < method.cfg.adv_prob).expand(len(x))
         want = reference_attack(raw, student, x[chosen], y[chosen]) if chosen.any() else None
         torch.manual_seed(seed)
-        x_in = method.inner_max(x, y, StepInfo(0, seed, 1.0))
+        x_in, adv_fraction = method.inner_max(x, y, StepInfo(0, seed, 1.0))
         assert torch.equal(x_in[~chosen], x[~chosen])
         if want is not None:
             assert torch.equal(x_in[chosen], want)
-        assert method.adv_fraction.item() == chosen.float().mean().item()
-        eps = method.cfg.attack_eps or 0.2
+        assert adv_fraction.item() == chosen.float().mean().item()
+        eps = method.cfg.attack.eps or 0.2
         assert (x_in - x).abs().max() <= eps + 1e-6 and 0 <= x_in.min() and x_in.max() <= 1
     assert student.training and all(p.grad is None for p in student.parameters())
     assert all(torch.equal(a, b) for a, b in zip(bn_before, [b for n, b in student.named_buffers() if "running" in n]))

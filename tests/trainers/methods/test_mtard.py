@@ -10,8 +10,8 @@ import pytest
 import torch
 from kd_testing import kl_np, log_softmax_np, np_of, sgd_steps
 
-from trainers.configs import ConfigError
-from trainers.methods import METHODS, StepInfo, parse_method
+from trainers.config import ConfigError
+from trainers.methods import METHODS, StepInfo, method_config
 from trainers.methods.mtard import EntropyBalance, LossBalance, Mtard, mtard_kd_terms
 
 
@@ -93,9 +93,9 @@ def test_nlb_first_step_keeps_equal_weights() -> None:
 def test_loss_terms_follow_methods_md(name: str, make_ctx, batch) -> None:
     """Three steps on real tiny models against the hand-written iteration, with eta_tau large
     enough that temperatures move, and lr_scale < 1 on later steps."""
-    mdef, cfg = parse_method({"name": name, "eta_tau": 0.5, "eta_w": 0.2, "beta": 2.0})
+    cfg = method_config({"name": name, "eta_tau": 0.5, "eta_w": 0.2, "beta": 2.0})
     ctx = make_ctx(2)
-    method = mdef.build(cfg, ctx)
+    method = cfg.definition.build(cfg, ctx)
     x_all, y_all = batch
     tau, w, loss0 = [1.0, 1.0], [0.5, 0.5], None
     for step, lr_scale in enumerate([1.0, 0.5, 0.1]):
@@ -123,7 +123,8 @@ def test_loss_terms_follow_methods_md(name: str, make_ctx, batch) -> None:
 
 
 def test_state_dict_round_trip_continues_identically(make_ctx, batch) -> None:
-    mdef, cfg = parse_method({"name": "b_mtard", "eta_tau": 0.3})
+    cfg = method_config({"name": "b_mtard", "eta_tau": 0.3})
+    mdef = cfg.definition
     ctx = make_ctx(2)
     x, y = batch
     x_adv = (x + 0.1 * torch.randn_like(x).sign()).clamp(0, 1)
@@ -148,18 +149,24 @@ def test_fresh_state_is_json_and_loads() -> None:
 
 @pytest.mark.parametrize("name", ["b_mtard", "mtard"])
 def test_trains_tiny_student(name: str, make_ctx, batch) -> None:
-    mdef, cfg = parse_method({"name": name, "kd_scale": 1.0, "steps": 3})
+    cfg = method_config({"name": name, "kd_scale": 1.0, "attack": {"steps": 3}})
     ctx = make_ctx(2)
-    losses = sgd_steps(mdef.build(cfg, ctx), ctx, batch[0][:16], batch[1][:16], steps=20)
+    losses = sgd_steps(cfg.definition.build(cfg, ctx), ctx, batch[0][:16], batch[1][:16], steps=20)
     assert all(map(math.isfinite, losses)) and np.mean(losses[-3:]) < np.mean(losses[:3])
 
 
 def test_registration_and_config_errors() -> None:
-    assert METHODS.get("b_mtard").teachers == (2, 2) and METHODS.get("mtard").teachers == (2, 2)
+    for name in ("b_mtard", "mtard"):
+        mdef = METHODS.get(name)
+        assert mdef.teacher_roles == ("robust_teacher", "clean_teacher") and not mdef.any_teachers
+        mdef.check_teachers(2)
+        for count in (1, 3):
+            with pytest.raises(ConfigError, match=f"takes 2 teacher.*got {count}"):
+                mdef.check_teachers(count)
     assert METHODS.get("b_mtard").build is Mtard is METHODS.get("mtard").build
-    assert parse_method({"name": "b_mtard"})[1].balance_temperatures
-    assert not parse_method({"name": "mtard"})[1].balance_temperatures
+    assert method_config({"name": "b_mtard"}).balance_temperatures
+    assert not method_config({"name": "mtard"}).balance_temperatures
     for field, value in [("kd_scale", "x"), ("eta_w", 1.5), ("tau_min", 2.0), ("beta", -1.0)]:
         with pytest.raises(ConfigError) as err:
-            parse_method({"name": "b_mtard", field: value})
+            method_config({"name": "b_mtard", field: value})
         assert err.value.field == field

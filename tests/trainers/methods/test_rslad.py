@@ -9,9 +9,9 @@ import torch
 from kd_testing import kl_np, np_of, sgd_steps
 
 from attacks import kl_pgd
-from trainers.configs import ConfigError
-from trainers.methods import METHODS, StepInfo, parse_method
-from trainers.methods.rslad import rslad_loss
+from trainers.config import ConfigError
+from trainers.methods import METHODS, StepInfo, method_config
+from trainers.methods.rslad import RsladStep, rslad_loss
 from trainers.modes import eval_mode
 
 
@@ -38,14 +38,15 @@ class CountingTeachers:
 
 
 def test_step_uses_the_clean_teacher_once_and_the_paper_attack(make_ctx, batch) -> None:
-    mdef, cfg = parse_method({"name": "rslad"})
+    cfg = method_config({"name": "rslad"})
     ctx = make_ctx(1)
     ctx.teachers = CountingTeachers(ctx.teachers)
-    method = mdef.build(cfg, ctx)
+    method = cfg.definition.build(cfg, ctx)
     x, y = batch
     info = StepInfo(0, 0, 1.0)
     torch.manual_seed(3)
-    x_adv = method.inner_max(x, y, info)
+    step = method.inner_max(x, y, info)
+    x_adv = step.x_adv
     torch.manual_seed(3)
     with eval_mode(ctx.student), torch.no_grad():
         target = torch.softmax(ctx.teachers.teachers.models[0](x), dim=1)
@@ -55,25 +56,40 @@ def test_step_uses_the_clean_teacher_once_and_the_paper_attack(make_ctx, batch) 
     with torch.no_grad():
         s_adv, s_nat = np_of(ctx.student(x_adv)), np_of(ctx.student(x))
         t_nat = np_of(ctx.teachers.teachers.models[0](x))
-    loss, metrics = method.loss_terms(x, y, x_adv, info)
+    np.testing.assert_allclose(np_of(step.teacher_nat), t_nat, rtol=1e-6, atol=1e-6)
+    loss, metrics = method.loss_terms(x, y, step, info)
     assert len(ctx.teachers.calls) == 1 and ctx.teachers.calls[0] is x  # clean x only, computed once
     want = 0.1 * (5 / 6 * kl_np(t_nat, s_adv).mean() + 1 / 6 * kl_np(t_nat, s_nat).mean())
     assert loss.item() == pytest.approx(want, rel=1e-5)
-    method.loss_terms(x[:8], y[:8], x_adv[:8], info)  # no inner_max on this x: teacher recomputed
-    assert len(ctx.teachers.calls) == 2 and ctx.teachers.calls[1] is not x
+    # The loss takes the teacher's logits from the step it is handed, never from a teacher call:
+    # another step's logits give that step's loss.
+    other = RsladStep(x_adv[:8], step.teacher_nat[:8].flip(1))
+    loss8, _ = method.loss_terms(x[:8], y[:8], other, info)
+    assert len(ctx.teachers.calls) == 1
+    with torch.no_grad():  # a batch of 8 in train mode: its own batch-norm statistics
+        s_adv8, s_nat8 = np_of(ctx.student(x_adv[:8])), np_of(ctx.student(x[:8]))
+    t8 = t_nat[:8, ::-1]
+    want8 = 0.1 * (5 / 6 * kl_np(t8, s_adv8).mean() + 1 / 6 * kl_np(t8, s_nat8).mean())
+    assert loss8.item() == pytest.approx(want8, rel=1e-5)
 
 
 def test_trains_tiny_student(make_ctx, batch) -> None:
-    mdef, cfg = parse_method({"name": "rslad", "kd_scale": 1.0, "steps": 3})
+    cfg = method_config({"name": "rslad", "kd_scale": 1.0, "attack": {"steps": 3}})
     ctx = make_ctx(1)
-    losses = sgd_steps(mdef.build(cfg, ctx), ctx, batch[0][:16], batch[1][:16], steps=20)
+    losses = sgd_steps(cfg.definition.build(cfg, ctx), ctx, batch[0][:16], batch[1][:16], steps=20)
     assert all(map(math.isfinite, losses)) and np.mean(losses[-3:]) < np.mean(losses[:3])
 
 
 def test_registration_and_config_errors() -> None:
-    assert METHODS.get("rslad").teachers == (1, 1)
-    assert parse_method({"name": "rslad"})[1].adv_weight == pytest.approx(5 / 6)
-    for field, value in [("kd_scale", "x"), ("adv_weight", 1.5), ("steps", 0)]:
+    mdef = METHODS.get("rslad")
+    assert mdef.teacher_roles == ("teacher",) and not mdef.any_teachers
+    mdef.check_teachers(1)
+    for count in (0, 2):
+        with pytest.raises(ConfigError, match=f"takes 1 teacher.*got {count}"):
+            mdef.check_teachers(count)
+    assert method_config({"name": "rslad"}).adv_weight == pytest.approx(5 / 6)
+    for field, raw in [("kd_scale", {"kd_scale": "x"}), ("adv_weight", {"adv_weight": 1.5}),
+                       ("attack.steps", {"attack": {"steps": 0}})]:
         with pytest.raises(ConfigError) as err:
-            parse_method({"name": "rslad", field: value})
+            method_config({"name": "rslad", **raw})
         assert err.value.field == field and str(err.value).startswith(field)
