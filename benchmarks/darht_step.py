@@ -16,6 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.common import device_name, median_seconds, print_table
 from trainers.checkpoint import save_model
+from trainers.loop import training_step
 from trainers.methods import MethodContext, StepInfo, method_config
 from trainers.methods.darht import darht_loss
 from trainers.models import DataCfg, build_model
@@ -62,13 +63,7 @@ def mc_scaling(args, device, x, y) -> None:
 
 
 def method_step(method, model, opt, x, y) -> None:
-    info = StepInfo(epoch=0, step=0, lr_scale=1.0)
-    x_adv = method.inner_max(x, y, info)
-    model.train()
-    loss, _ = method.loss_terms(x, y, x_adv, info)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    training_step(method, model, opt, x, y, StepInfo(epoch=0, step=0, lr_scale=1.0))
 
 
 def counted(fn) -> int:

@@ -40,6 +40,7 @@ from benchmarks.common import (device_name, interleaved_seconds, peak_memory, pr
 from benchmarks.fat_attack import CIFAR, fat_rows, labelled_batch
 from benchmarks.train_epoch import epoch_seconds
 from trainers.checkpoint import save_model
+from trainers.loop import training_step
 from trainers.methods import MethodContext, StepInfo, method_config
 from trainers.models import build_model
 from trainers.modes import eval_mode
@@ -122,14 +123,7 @@ def train_step(method: Any, model: nn.Module, opt: torch.optim.Optimizer, x: tor
                autocast: Callable[[], Any]) -> None:
     """One step as trainers.loop runs it (same mixing draws every call: seeded)."""
     torch.manual_seed(0)
-    info = StepInfo(epoch=0, step=0, lr_scale=1.0)
-    with autocast():
-        x_adv = method.inner_max(x, y, info)
-        model.train()
-        loss, _ = method.loss_terms(x, y, x_adv, info)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    training_step(method, model, opt, x, y, StepInfo(epoch=0, step=0, lr_scale=1.0), autocast=autocast)
 
 
 def attention_kind(model: nn.Module) -> str:

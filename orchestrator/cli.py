@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, NoReturn, Sequence
+from typing import Callable, NoReturn, Sequence, TypeVar
 
 from orchestrator.config import DistillConfig, PretrainConfig, load_sweep_config
 from orchestrator.distill import distill
@@ -25,6 +25,9 @@ from trainers.data import DatasetError
 from trainers.registry import UnknownNameError
 
 
+T = TypeVar("T")
+
+
 class UsageError(ValueError):
     """A command-line argument the program cannot use."""
 
@@ -40,6 +43,14 @@ USER_ERRORS = (ConfigError, DatasetError, CheckpointError, UnknownNameError, Usa
 def _verbose(p: Parser) -> None:
     p.add_argument("--verbose", action="store_true",
                    help="also show what Ray's processes print (per-epoch lines, Ray's warnings)")
+
+
+def _job_config(cls: type[T], args: argparse.Namespace) -> T:
+    """The job's YAML config (--config), --storage winning over its storage."""
+    raw = load_yaml(args.config)
+    if args.storage:
+        raw["storage"] = args.storage
+    return from_dict(cls, raw)
 
 
 def _sweep(argv: Sequence[str]) -> int:
@@ -70,10 +81,7 @@ def _pretrain(argv: Sequence[str]) -> int:
     _verbose(p)
     args = p.parse_args(argv)
     show_ray_output(args.verbose)
-    raw = load_yaml(args.config)
-    if args.storage:
-        raw["storage"] = args.storage
-    for row in pretrain(from_dict(PretrainConfig, raw), force=args.force, only=args.only):
+    for row in pretrain(_job_config(PretrainConfig, args), force=args.force, only=args.only):
         m = row["metrics"]
         print(f"{m['name']:<20} {m.get('arch', 'external'):<14} {m.get('method', '-'):<10} {m.get('dataset', '-'):<10} "
               f"test clean {m.get('test_clean', float('nan')):.2%}  pgd {m.get('test_pgd', float('nan')):.2%}  {m['path']}")
@@ -88,10 +96,7 @@ def _distill(argv: Sequence[str]) -> int:
     _verbose(p)
     args = p.parse_args(argv)
     show_ray_output(args.verbose)
-    raw = load_yaml(args.config)
-    if args.storage:
-        raw["storage"] = args.storage
-    m = distill(from_dict(DistillConfig, raw))
+    m = distill(_job_config(DistillConfig, args))
     print(f"{'split':<22}{'clean':>8}{'PGD':>8}{'W-Robust':>10}")
     for label, prefix in (("validation (best)", "best_val_"), ("test (best-on-val)", "test_"),
                           ("test (last epoch)", "test_last_")):

@@ -172,15 +172,8 @@ def train_epoch(run: Run, loader: DeviceLoader, epoch: int) -> dict[str, float]:
         for group in run.optimizer.param_groups:
             group["lr"] = lr
         info = StepInfo(epoch=epoch, step=epoch * steps + i, lr_scale=lr / cfg.optim.lr)
-        with run.autocast():
-            x_adv = run.method.inner_max(x, y, info)
-            model.train()
-            loss, metrics = run.method.loss_terms(x, y, x_adv, info)
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.optim.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        run.optimizer.step()
+        loss, metrics = training_step(run.method, model, run.optimizer, x, y, info, autocast=run.autocast,
+                                      grad_clip=cfg.optim.grad_clip)
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), i, first_bad)
         for key, value in {"loss": loss.detach(), **metrics}.items():
             value = torch.as_tensor(value, device=run.device).float()
@@ -192,6 +185,23 @@ def train_epoch(run: Run, loader: DeviceLoader, epoch: int) -> dict[str, float]:
     seconds = all_reduce_max(time.perf_counter() - start, run.device)  # identical on every rank
     return {**dict(zip(keys, totals.tolist())), "lr": lr, "epoch_time": seconds,
             "images_per_s": steps * cfg.data.batch_size * run.dist.world_size / seconds}
+
+
+def training_step(method: Method, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                  y: torch.Tensor, info: StepInfo, *, autocast: Any = contextlib.nullcontext,
+                  grad_clip: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One step of any method: its attack (the method sets the student's mode for it), its loss
+    with the student in train mode, backward, clip, update. Returns the loss and metrics."""
+    with autocast():
+        adv = method.inner_max(x, y, info)
+        model.train()
+        loss, metrics = method.loss_terms(x, y, adv, info)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss, metrics
 
 
 def _check_finite(run: Run, first_bad: torch.Tensor, epoch: int) -> None:
