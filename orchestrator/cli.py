@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Callable, NoReturn, Sequence, TypeVar
 
-from orchestrator.config import DistillConfig, PretrainConfig, load_sweep_config
+from orchestrator.config import DistillConfig, PretrainConfig, apply_sets, load_sweep_config
 from orchestrator.distill import distill
 from orchestrator.evaluate import evaluate_checkpoints, format_table, read_masks, read_summary, repeated_trials
 from orchestrator.pretrain import pretrain
@@ -45,9 +45,15 @@ def _verbose(p: Parser) -> None:
                    help="also show what Ray's processes print (per-epoch lines, Ray's warnings)")
 
 
+def _sets(p: Parser) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="change one field of the config, e.g. --set resources.autoscaling=false "
+                        "--set teachers[0].train.epochs=5 (VALUE is YAML; repeatable)")
+
+
 def _job_config(cls: type[T], args: argparse.Namespace) -> T:
-    """The job's YAML config (--config), --storage winning over its storage."""
-    raw = load_yaml(args.config)
+    """The job's YAML config (--config) with --set applied, --storage winning over its storage."""
+    raw = apply_sets(load_yaml(args.config), args.set)
     if args.storage:
         raw["storage"] = args.storage
     return from_dict(cls, raw)
@@ -60,11 +66,12 @@ def _sweep(argv: Sequence[str]) -> int:
     p.add_argument("--storage", help="override the config's storage URI (local path, s3://, gs://)")
     p.add_argument("--name", help="override the sweep name")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of this name")
+    _sets(p)
     _verbose(p)
     args = p.parse_args(argv)
     show_ray_output(args.verbose)
     overrides = {k: v for k, v in (("storage", args.storage), ("name", args.name)) if v}
-    cfg = load_sweep_config(str(preset_path(args.config)), overrides)
+    cfg = load_sweep_config(str(preset_path(args.config)), overrides, args.set)
     run_sweep(cfg, resume=args.resume)
     print(f"== {cfg.name}: 4/4 report", flush=True)
     print(build_report(Storage(cfg.storage), cfg.name))
@@ -78,6 +85,7 @@ def _pretrain(argv: Sequence[str]) -> int:
     p.add_argument("--force", action="store_true", help="retrain teachers already in the registry")
     p.add_argument("--only", nargs="+", metavar="NAME", help="only these teachers")
     p.add_argument("--storage", help="override the config's storage URI")
+    _sets(p)
     _verbose(p)
     args = p.parse_args(argv)
     show_ray_output(args.verbose)
@@ -93,6 +101,7 @@ def _distill(argv: Sequence[str]) -> int:
                "ARD, or any training method) on Ray Train; prints validation and test clean / PGD / W-Robust.")
     p.add_argument("--config", required=True, help="YAML: name, storage, resources, train")
     p.add_argument("--storage", help="override the config's storage URI")
+    _sets(p)
     _verbose(p)
     args = p.parse_args(argv)
     show_ray_output(args.verbose)

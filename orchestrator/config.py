@@ -3,8 +3,11 @@ before anything starts: every error names the dotted field, and nothing is writt
 config they embed is trainers.config.TrainConfig."""
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import copy
+import re
+from typing import Annotated, Any, Literal, Sequence
 
+import yaml
 from pydantic import ConfigDict
 
 from orchestrator.ray_train import Resources
@@ -148,10 +151,51 @@ class SweepConfig(Config):
               f"{sorted(threat, key=str)} (set the sweep's eps only)")
 
 
-def load_sweep_config(path: str, overrides: dict[str, Any] | None = None) -> SweepConfig:
-    """Read a sweep YAML; the shared `data` section and `eps` are copied into every teacher and the
+_FIELD_KEY = re.compile(r"[A-Za-z_]\w*(\[\d+\])*(\.[A-Za-z_]\w*(\[\d+\])*)*")
+
+
+def _dotted(steps: Sequence[str | int]) -> str:
+    return "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in steps).lstrip(".")
+
+
+def apply_sets(raw: dict[str, Any], sets: Sequence[str]) -> dict[str, Any]:
+    """A copy of the config mapping `raw` with each `KEY=VALUE` of the command line's `--set`
+    applied. KEY is a field as error messages name it (`search.num_samples`,
+    `teachers[0].train.epochs`); VALUE is read as YAML (`8`, `false`, `[a, b]`, `{lr: 0.1}`).
+    Missing mappings on the way are created; list items must exist."""
+    out = copy.deepcopy(raw)
+    for item in sets:
+        key, sep, text = item.partition("=")
+        if not sep or not _FIELD_KEY.fullmatch(key.strip()):
+            raise ConfigError("--set", f"expected KEY=VALUE with KEY a dotted field (e.g. search.num_samples=8), "
+                              f"got {item!r}")
+        steps: list[str | int] = [int(t[1:-1]) if t.startswith("[") else t
+                                  for t in re.findall(r"[A-Za-z_]\w*|\[\d+\]", key)]
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(key.strip(), f"--set value {text!r} is not valid YAML") from None
+        node: Any = out
+        for i, step in enumerate(steps):
+            if isinstance(step, int) and not (isinstance(node, list) and step < len(node)):
+                size = f"a list of {len(node)}" if isinstance(node, list) else "not a list"
+                raise ConfigError(_dotted(steps[:i + 1]), f"cannot set: {_dotted(steps[:i]) or 'the config'} is {size}")
+            if isinstance(step, str) and not isinstance(node, dict):
+                raise ConfigError(_dotted(steps[:i + 1]), f"cannot set: {_dotted(steps[:i])} is not a mapping")
+            if i == len(steps) - 1:
+                node[step] = value
+            else:
+                if isinstance(step, str) and node.get(step) is None and isinstance(steps[i + 1], str):
+                    node[step] = {}
+                node = node[step] if isinstance(step, int) else node.get(step)
+    return out
+
+
+def load_sweep_config(path: str, overrides: dict[str, Any] | None = None, sets: Sequence[str] = ()) -> SweepConfig:
+    """Read a sweep YAML, merge `overrides` (a nested mapping) and apply `sets` (`KEY=VALUE`, see
+    `apply_sets`); the shared `data` section and `eps` are copied into every teacher and the
     student."""
-    raw = merge_dicts(load_yaml(path), overrides or {})
+    raw = apply_sets(merge_dicts(load_yaml(path), overrides or {}), sets)
     shared = {"data": raw.get("data") or {}, **({"eps": raw["eps"]} if raw.get("eps") is not None else {})}
     trains = [("student", raw.setdefault("student", {}))]
     for i, teacher in enumerate(raw.get("teachers") or []):

@@ -52,7 +52,8 @@ def init_ray() -> None:
     print(f"Ray logs: {context.address_info['session_dir']}/logs", flush=True)
 
 
-def check_shared_storage(storage: str, *, shared: bool, autoscaling: bool) -> None:
+def check_shared_storage(storage: str, *, shared: bool, autoscaling: bool,
+                         autoscaling_field: str = "autoscaling") -> None:
     """Refuse a local storage path on a cluster of several nodes (or one that adds nodes): every
     trial, worker and actor writes checkpoints and result rows from whichever node it runs on, and
     resumes read them back from another one, so all nodes must see the same files. `shared` is
@@ -62,9 +63,11 @@ def check_shared_storage(storage: str, *, shared: bool, autoscaling: bool) -> No
     nodes = sum(1 for node in ray.nodes() if node["Alive"])
     if nodes <= 1 and not autoscaling:
         return
-    where = f"the cluster has {nodes} nodes" if nodes > 1 else "the cluster adds nodes (autoscaling: true)"
+    where = f"the cluster has {nodes} nodes" if nodes > 1 else f"the cluster adds nodes ({autoscaling_field}: true)"
+    one_machine = f"; on one machine: --set {autoscaling_field}=false" if nodes <= 1 else ""
     raise ConfigError("storage", f"{storage} is a local path but {where}; storage must be shared by every node: "
-                      "use s3://... or gs://..., or a path mounted on every node and set storage_shared: true")
+                      "use s3://... or gs://..., or a path mounted on every node and set storage_shared: true"
+                      + one_machine)
 
 
 def check_fits(field: str, per_worker: dict[str, float], workers: int, autoscaling: bool) -> int:

@@ -80,7 +80,8 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False) -> list[dict[str, Any]]
     resume = _claim(cfg, storage, resume)
     init_ray()
     res = cfg.resources
-    check_shared_storage(cfg.storage, shared=cfg.storage_shared, autoscaling=res.autoscaling)
+    check_shared_storage(cfg.storage, shared=cfg.storage_shared, autoscaling=res.autoscaling,
+                         autoscaling_field="resources.autoscaling")
     check_fits("resources.trial", res.trial.per_worker(), res.trial.num_workers, res.autoscaling)
     check_fits("resources.pretrain", res.pretrain.per_worker(), res.pretrain.num_workers, res.autoscaling)
     e = cfg.evaluation
