@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from attacks import AttackSpec
@@ -28,33 +27,15 @@ BATCH = 128
 FAST = SanityParams(points=N, curve_steps=10, unbounded_steps=20, strong_steps=30, strong_restarts=1)
 
 
-def train_cnn(seed: int, steps: int = 200) -> nn.Module:
-    data = load_dataset("digits")
-    torch.manual_seed(seed)
-    model = build_model("small_cnn", num_classes=10, data_cfg=DataCfg((1, 8, 8), data.info.mean, data.info.std),
-                        width=8, hidden=32)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    x, y = as_float(data.train.x), data.train.y
-    for _ in range(steps):
-        idx = torch.randint(0, len(y), (128,))
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    for p in model.parameters():
-        p.grad = None
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
-def cnn():
+def cnn(train_digits_cnn):
     """A small CNN trained for ~2 s on digits: ~97% clean, ~25% robust at eps 0.1."""
-    return train_cnn(0)
+    return train_digits_cnn(0)
 
 
 @pytest.fixture(scope="module")
-def teacher():
-    return train_cnn(1)
+def teacher(train_digits_cnn):
+    return train_digits_cnn(1)
 
 
 @pytest.fixture(scope="module")
@@ -177,9 +158,9 @@ def test_gradient_check_fires_on_zero_and_non_finite_gradients(cnn, points):
     assert nonfinite.status == "fail" and nonfinite.figures["nonfinite"] == N
 
 
-def test_randomness_fires_on_dropout_left_on_and_on_an_mc_student(points):
+def test_randomness_fires_on_dropout_left_on_and_on_an_mc_student(points, train_digits_cnn):
     x = points[0]
-    base = train_cnn(2, steps=1)
+    base = train_digits_cnn(2, steps=1)
     assert randomness_flag(base, x, batch_size=BATCH, eot=False).status == "ok"
     dropout = nn.Sequential(base, nn.Dropout(0.5)).eval()
     dropout[1].train()  # dropout in train mode, the rest in eval mode

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from attacks.sanity import SanityParams
 from orchestrator.cli import run_command
@@ -21,8 +20,6 @@ from orchestrator.sanity import plan_sanity
 from orchestrator.sanity_report import CHECKS, format_verdicts, read_verdicts
 from orchestrator.storage import Storage
 from trainers.checkpoint import save_model
-from trainers.data import as_float, load_dataset
-from trainers.models import DataCfg, build_model
 
 pytestmark = pytest.mark.timeout(300)
 REPO = Path(__file__).resolve().parents[2]
@@ -31,28 +28,12 @@ SMALL = SanityParams(points=40, curve_steps=5, unbounded_steps=20, strong_steps=
 SELECTED = {"extra": {"selection": "val_w_robust"}, "metrics": {"is_best": True, "epoch": 3}}
 
 
-def train_cnn(seed: int, steps: int) -> torch.nn.Module:
-    data = load_dataset("digits")
-    torch.manual_seed(seed)
-    model = build_model("small_cnn", num_classes=10, data_cfg=DataCfg((1, 8, 8), data.info.mean, data.info.std),
-                        width=8, hidden=32)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    x, y = as_float(data.train.x), data.train.y
-    for _ in range(steps):
-        idx = torch.randint(0, len(y), (128,))
-        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
+def checkpoints(tmp_path_factory, train_digits_cnn):
     """A teacher and a student that records it (as the training loop does), both 'best' checkpoints."""
     root = tmp_path_factory.mktemp("ck")
-    teacher = save_model(root / "teacher" / "best", train_cnn(1, steps=60), dataset="digits", **SELECTED)
-    student = save_model(root / "student" / "best", train_cnn(0, steps=60), dataset="digits",
+    teacher = save_model(root / "teacher" / "best", train_digits_cnn(1, steps=60), dataset="digits", **SELECTED)
+    student = save_model(root / "student" / "best", train_digits_cnn(0, steps=60), dataset="digits",
                          extra={**SELECTED["extra"], "teachers": [str(teacher)]}, metrics=SELECTED["metrics"])
     return student, teacher
 
