@@ -103,8 +103,12 @@ def fake_cluster(tmp_path):
     head = dict(aws["available_node_types"][aws["head_node_type"]]["resources"])
     marker = uuid.uuid4().hex
     temp_dir = f"/tmp/rdfake-{marker[:8]}"  # short: Ray's socket paths live under it
-    # Token authentication off: this process read its auth mode when it imported Ray.
-    env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_AUTH_MODE": "disabled",
+    # The cluster authenticates as this process does: off, unless a local Ray started here earlier
+    # (another test) turned token authentication on for the process, which Ray does for every new
+    # local instance. A driver in token mode cannot use a cluster without it: its trial actors are
+    # cancelled before they start.
+    auth = os.environ.get("RAY_AUTH_MODE", "disabled")
+    env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_AUTH_MODE": auth,
            MARKER: marker}
     start = subprocess.run(
         [RAY, "start", "--head", f"--port={port}", f"--autoscaling-config={config}",
