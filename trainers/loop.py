@@ -15,7 +15,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 from torch import nn
@@ -53,6 +53,8 @@ class Run:
     method: Method
     method_record: dict[str, Any]
     autocast: Any
+    precision: Literal["bf16", "fp32"]
+    """What the steps ran in (the config's "auto" resolved on this device); recorded in checkpoints."""
     channels_last: bool
 
 
@@ -135,7 +137,7 @@ def setup(cfg: TrainConfig, device: torch.device | None = None) -> Run:
     ctx = MethodContext(student=model, forward=forward, eps=eps, num_classes=info.num_classes, teachers=teachers)
     record = {"name": mdef.name, "profile": mcfg.profile, "config": to_dict(mcfg)}
     return Run(cfg, dist, device, data, eps, model, forward, _optimizer(cfg, model), mdef.build(mcfg, ctx),
-               record, autocast, channels_last)
+               record, autocast, "bf16" if bf16 else "fp32", channels_last)
 
 
 def build_student(cfg: TrainConfig, info: DatasetInfo) -> nn.Module:
@@ -233,6 +235,7 @@ def _sidecar(run: Run, record: dict[str, Any]) -> dict[str, Any]:
                          config_hash=config_hash(run.cfg),
                          extra={"threat_eps": run.eps, "teachers": list(run.cfg.teachers), "seed": run.cfg.seed,
                                 "selection": f"val_{run.cfg.validation.select}",
+                                "training_precision": run.precision, "channels_last": run.channels_last,
                                 "batch": {"per_worker": run.cfg.data.batch_size, "workers": run.dist.world_size}})
 
 

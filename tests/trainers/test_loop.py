@@ -333,3 +333,35 @@ def test_the_selection_criterion_picks_the_best_epoch_by_that_validation_metric(
     scores = [r[f"val_{select}"] for r in result.history]
     assert [i for i, r in enumerate(result.history) if r["is_best"]][-1] == scores.index(max(scores))
     assert read_document(tmp_path / "best", "model")["metrics"]["epoch"] == scores.index(max(scores))
+
+
+# ----------------------------------------------------------------------------- the GPU path, on the CPU
+
+PRECISION = {
+    "pgd_at": ({"name": "pgd_at", "attack": {"steps": 2}}, 0),
+    "trades": ({"name": "trades", "attack": {"steps": 2}}, 0),
+    "fat": ({"name": "fat", "attack": {"steps": 2}}, 0),
+    "darht": ({"name": "darht", "attack": {"steps": 2}}, 2),
+    "b_mtard": ({"name": "b_mtard", "attack": {"steps": 2}}, 2),
+    "rslad": ({"name": "rslad", "attack": {"steps": 2}}, 1),
+}
+
+
+@pytest.mark.parametrize("case", list(PRECISION))
+def test_bf16_autocast_and_channels_last_train_like_fp32(case: str, tmp_path: Path, teachers) -> None:
+    """The GPU defaults (bf16 autocast over attack and loss, channels_last), run on the CPU's bf16
+    kernels: the weights stay fp32, the losses differ from fp32 (autocast really ran) by no more
+    than bf16's rounding, and the checkpoint says what the run used."""
+    method, n_teachers = PRECISION[case]
+    history = {}
+    for precision, channels_last in (("fp32", False), ("bf16", True)):
+        out = tmp_path / precision
+        history[precision] = fit(make_config(out, method, epochs=2, teachers=teachers[:n_teachers],
+                                             precision=precision, channels_last=channels_last)).history
+        assert {w.dtype for w in read_tensors(out / "last", "model").values()} <= {torch.float32, torch.int64}
+        extra = read_document(out / "last", "model")
+        assert (extra["training_precision"], extra["channels_last"]) == (precision, channels_last)
+    for fp32, bf16 in zip(history["fp32"], history["bf16"]):
+        assert math.isfinite(bf16["loss"]) and bf16["loss"] != fp32["loss"]
+        assert bf16["loss"] == pytest.approx(fp32["loss"], rel=0.02, abs=2e-3)
+        assert abs(bf16["val_clean"] - fp32["val_clean"]) <= 0.1
