@@ -1,7 +1,8 @@
 """The sweep report, rebuilt from the results store alone: the threat model, a paper-style table
 (clean, robust and W-Robust per attack, per-point worst case) for the evaluated trials and
 baselines, the sweep's teachers, the table of all trials, Markdown + CSV files, two figures, and
-the TensorBoard command."""
+the TensorBoard command. The rows of an `orchestrator.evaluate` run (no trials, no TensorBoard
+runs) make an evaluation report: the same tables and figures without the sweep's parts."""
 from __future__ import annotations
 
 import csv
@@ -24,7 +25,7 @@ from orchestrator.trials import MULTI_METRICS, SINGLE_METRIC, pareto_front  # no
 
 def build_report(storage: Storage, sweep: str) -> str:
     """Write reports/<sweep>/{report.md, evaluation.csv, trials.csv, pareto.png, w_robust.png,
-    sanity.csv, robustness_curves.png}; return the Markdown text."""
+    sanity.csv, robustness_curves.png} (the trials' files only for a sweep); return the Markdown."""
     store = ResultsStore(storage)
     summary = read_summary(store, sweep)
     trials = sorted(store.read(kind="trial", sweep=sweep), key=lambda t: -_final(t, SINGLE_METRIC))
@@ -44,8 +45,8 @@ def build_report(storage: Storage, sweep: str) -> str:
                   for i, t in enumerate(trials)]
     folder = ("reports", sweep)
     storage.write_bytes(_csv(eval_rows), *folder, "evaluation.csv")
-    storage.write_bytes(_csv(trial_rows), *folder, "trials.csv")
     if trial_rows:
+        storage.write_bytes(_csv(trial_rows), *folder, "trials.csv")
         storage.write_bytes(_pareto_png(trial_rows), *folder, "pareto.png")
     if summary:
         storage.write_bytes(_w_robust_png(summary), *folder, "w_robust.png")
@@ -92,8 +93,10 @@ def _teachers(teachers: list[dict[str, Any]]) -> list[str]:
 
 def _markdown(sweep: str, summary: list[dict[str, Any]], trials: list[dict[str, Any]], storage: Storage,
               plan: dict[str, Any], teachers: list[dict[str, Any]], sanity: str) -> str:
-    lines = [f"# Sweep `{sweep}`", "", *_threat_model(plan),
-             "## Test-split robustness of the selected trials and baselines", ""]
+    split = plan.get("split", "test")
+    heading = (f"## {split.capitalize()}-split robustness of the selected trials and baselines" if trials
+               else f"## {split.capitalize()}-split robustness")
+    lines = [f"# {'Sweep' if trials else 'Evaluation'} `{sweep}`", "", *_threat_model(plan), heading, ""]
     attacks = list(dict.fromkeys(a for e in summary for a in e["attacks"]))
     lines += ["| run | clean | " + " | ".join(f"{a} robust / W-Robust" for a in attacks) + " |",
               "|---|---|" + "---|" * len(attacks)]
@@ -101,16 +104,23 @@ def _markdown(sweep: str, summary: list[dict[str, Any]], trials: list[dict[str, 
         cells = [f"{e['attacks'][a]['robust'].rate:.2%} / {e['attacks'][a]['w_robust']:.2%}" if a in e["attacks"] else "-"
                  for a in attacks]
         lines.append(f"| {e['run']} | {e['clean'].rate:.2%} ({e['clean'].total}) | " + " | ".join(cells) + " |")
-    lines += ["", "Robust accuracy is over all test points; the worst case is per point over the suite.", "",
-              *_teachers(teachers), "## All trials (validation split)", "",
-              "| trial | method | teachers | clean | PGD | W-Robust | Pareto | parameters |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["", f"Robust accuracy is over all {split} points; the worst case is per point over the suite.", "",
+              *_teachers(teachers), *_trials(trials), sanity, "", f"Files: {storage.uri_of('reports', sweep)}/"]
+    if trials:
+        lines.append(f"Compare trials: `tensorboard --logdir {storage.uri_of('tensorboard', sweep)}`")
+    return "\n".join(lines + [""])
+
+
+def _trials(trials: list[dict[str, Any]]) -> list[str]:
+    if not trials:
+        return []
+    lines = ["## All trials (validation split)", "",
+             "| trial | method | teachers | clean | PGD | W-Robust | Pareto | parameters |", "|---|---|---|---|---|---|---|---|"]
     for t in trials:
         status = f" (failed: {t['error'][:40]})" if t["error"] else " (stopped early)" if t["stopped_early"] else ""
         lines.append(f"| {t['trial']}{status} | {t['method']} | {t['teachers']} | {t['val_clean']:.2%} | {t['val_pgd']:.2%} | "
                      f"{t['val_w_robust']:.2%} | {'yes' if t['pareto'] else ''} | {t['params']} |")
-    tb = storage.uri_of("tensorboard", sweep)
-    lines += [sanity, "", f"Files: {storage.uri_of('reports', sweep)}/", f"Compare trials: `tensorboard --logdir {tb}`", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def _csv(rows: list[dict[str, Any]]) -> bytes:

@@ -75,6 +75,11 @@ def test_rows_stored_reused_and_reported(checkpoints, tmp_path):
     folder = tmp_path / "reports" / "ev"
     assert (folder / "robustness_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert "student,model,protocol,ok," in (folder / "sanity.csv").read_text()
+    # An evaluation, not a sweep: no trials table, no TensorBoard command pointing at nothing.
+    assert text.startswith("# Evaluation `ev`") and "## Test-split robustness\n" in text
+    assert "All trials" not in text and "tensorboard" not in text and "over all test points" in text
+    assert sorted(p.name for p in folder.iterdir()) == ["evaluation.csv", "report.md", "robustness_curves.png",
+                                                        "sanity.csv", "w_robust.png"]
 
 
 def test_sanity_can_be_turned_off(checkpoints, tmp_path):
