@@ -1,6 +1,6 @@
 """The configs of the orchestrator's jobs (sweep, pretrain, distill), one YAML file each, validated
 before anything starts: every error names the dotted field, and nothing is written. The training
-config they embed is trainers.config.TrainConfig."""
+config they embed is trainers.train_config.TrainConfig."""
 from __future__ import annotations
 
 import copy
@@ -15,8 +15,8 @@ from orchestrator.storage import resolve_storage
 from orchestrator.teacher_registry import TeacherSpec
 from search_spaces import SPACES
 from trainers import TrainConfig
-from trainers.config import (Config, ConfigError, DataConfig, NameOrPath, check, from_dict, load_yaml, merge_dicts,
-                             resolved)
+from trainers.config import Config, ConfigError, NameOrPath, check, from_dict, load_yaml, merge_dicts, resolved
+from trainers.train_config import DataConfig
 from trainers.methods import METHODS
 from trainers.registry import unknown_name_message
 

@@ -23,7 +23,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from trainers.callbacks import Callback, FitResult
 from trainers.checkpoint import model_sidecar, read_tensors, write_checkpoint
-from trainers.config import ConfigError, TrainConfig, config_hash, to_dict
+from trainers.config import ConfigError, config_hash, to_dict
+from trainers.train_config import TrainConfig
 from trainers.data import Dataset, DatasetInfo, DeviceLoader
 from trainers.distributed import DistInfo, all_reduce_max, all_reduce_sum, derive_seed, dist_info
 from trainers.validation import evaluate_clean_pgd

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from trainers.config import ScheduleConfig
+from trainers.train_config import ScheduleConfig
 
 
 def lr_at(cfg: ScheduleConfig, base_lr: float, *, epoch: int, step: int, steps_per_epoch: int,

@@ -17,7 +17,7 @@ from orchestrator.storage import Storage
 from orchestrator.teacher_registry import TeacherRegistry
 from tiny import tiny_train
 from trainers.checkpoint import load_model
-from trainers.config import TrainConfig
+from trainers.train_config import TrainConfig
 from trainers.config import from_dict
 
 pytestmark = pytest.mark.timeout(600)

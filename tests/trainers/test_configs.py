@@ -1,6 +1,6 @@
-"""trainers/config.py: typed configs (frozen pydantic models) loaded from plain data / YAML, and
-TrainConfig: every error is one ConfigError line naming the dotted field, the bad value and what
-is allowed."""
+"""trainers/config.py (typed configs: frozen pydantic models loaded from plain data / YAML) and
+trainers/train_config.py (TrainConfig): every error is one ConfigError line naming the dotted
+field, the bad value and what is allowed."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 import pytest
 
-from trainers.config import (Config, ConfigError, OptimConfig, TrainConfig, check, config_hash, from_dict,
-                             load_train_config, load_yaml, to_dict)
+from trainers.config import Config, ConfigError, check, config_hash, from_dict, load_yaml, to_dict
+from trainers.train_config import OptimConfig, TrainConfig, load_train_config
 from trainers.models import MODELS
 from trainers.registry import UnknownNameError
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from trainers.checkpoint import CheckpointError, load_model, read_document, read_tensors, save_model
-from trainers.config import ConfigError, DataConfig, TrainConfig, from_dict
+from trainers.config import ConfigError, from_dict
+from trainers.train_config import DataConfig, TrainConfig
 from trainers.data import load_dataset
 from trainers.validation import evaluate_clean_pgd
 from trainers.loop import TrainingDiverged, fit, preflight, setup

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from trainers.config import ScheduleConfig
+from trainers.train_config import ScheduleConfig
 from trainers.schedules import lr_at
 
 BASE = 0.1
