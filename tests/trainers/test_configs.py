@@ -305,6 +305,14 @@ def test_the_method_is_picked_by_name_and_its_profile_applied() -> None:
     assert from_dict(TrainConfig, to_dict(cfg)) == cfg
 
 
+def test_a_built_method_config_keeps_its_profile() -> None:
+    cfg = from_dict(TrainConfig, {"method": {"name": "darht", "profile": "official"}}).method
+    assert cfg.replace(mc_samples=2).mc_samples == 2 and cfg.replace(profile="official") == cfg
+    # Replacing the profile would keep every official value, now labelled 'paper'.
+    with pytest.raises(ConfigError, match="profile: cannot change 'official' to 'paper' on a built config"):
+        cfg.replace(profile="paper")
+
+
 @pytest.mark.parametrize("data,message", [
     ({"method": {"name": "darht", "attack": {"stpes": 2}}}, "method.attack.stpes: unknown field; did you mean 'steps'?"),
     ({"method": {"name": "darht", "attack": "tardes"}}, "method.attack: unknown attack 'tardes'; known: pgd, ce_pgd, trades, fat"),

@@ -10,7 +10,7 @@ that order; it owns modes, autocast, backward and the optimizer. Each method reg
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Protocol
+from typing import Any, Callable, ClassVar, Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,8 @@ from torch import nn
 
 from trainers.config import Config, ConfigError, merge_dicts
 from trainers.registry import Registry
+
+T = TypeVar("T", bound="MethodConfig")
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,14 @@ class MethodConfig(Config):
     @property
     def definition(self) -> MethodDef:
         return METHODS.get(self.name)
+
+    def replace(self: T, **changes: Any) -> T:
+        """A validated copy with some fields changed; not the profile: it sets the defaults when the
+        config is built, and a built config no longer knows which of its values were given."""
+        if changes.get("profile", self.profile) != self.profile:
+            raise ConfigError("profile", f"cannot change {self.profile!r} to {changes['profile']!r} on a built config; "
+                              "build a new one from the given fields (method_config) with the other profile")
+        return super().replace(**changes)
 
     @model_validator(mode="before")
     @classmethod
