@@ -16,9 +16,9 @@ from orchestrator.teacher_registry import TeacherSpec
 from search_spaces import SPACES
 from trainers import TrainConfig
 from trainers.config import Config, ConfigError, NameOrPath, check, from_dict, load_yaml, merge_dicts, resolved
-from trainers.train_config import DataConfig
 from trainers.methods import METHODS
 from trainers.registry import unknown_name_message
+from trainers.train_config import DataConfig
 
 
 StorageURI = Annotated[str, resolved(resolve_storage)]

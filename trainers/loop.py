@@ -24,7 +24,6 @@ from torch.nn.parallel import DistributedDataParallel
 from trainers.callbacks import Callback, FitResult
 from trainers.checkpoint import model_sidecar, read_tensors, write_checkpoint
 from trainers.config import ConfigError, config_hash, to_dict
-from trainers.train_config import TrainConfig
 from trainers.data import Dataset, DatasetInfo, DeviceLoader
 from trainers.distributed import DistInfo, all_reduce_max, all_reduce_sum, derive_seed, dist_info
 from trainers.validation import evaluate_clean_pgd
@@ -32,6 +31,7 @@ from trainers.methods import Method, MethodContext, StepInfo
 from trainers.models import DataCfg, build_model
 from trainers.schedules import lr_at
 from trainers.teachers import TeacherSet
+from trainers.train_config import TrainConfig
 from trainers.train_state import load_training_checkpoint, save_training_checkpoint
 
 SYNC_EVERY = 50

@@ -17,8 +17,8 @@ from orchestrator.storage import Storage
 from orchestrator.teacher_registry import TeacherRegistry
 from tiny import tiny_train
 from trainers.checkpoint import load_model
-from trainers.train_config import TrainConfig
 from trainers.config import from_dict
+from trainers.train_config import TrainConfig
 
 pytestmark = pytest.mark.timeout(600)
 

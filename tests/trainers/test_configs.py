@@ -9,9 +9,9 @@ from typing import Any, Literal
 import pytest
 
 from trainers.config import Config, ConfigError, check, config_hash, from_dict, load_yaml, to_dict
-from trainers.train_config import OptimConfig, TrainConfig, load_train_config
 from trainers.models import MODELS
 from trainers.registry import UnknownNameError
+from trainers.train_config import OptimConfig, TrainConfig, load_train_config
 
 
 class Teacher(Config):

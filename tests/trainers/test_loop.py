@@ -14,13 +14,13 @@ import torch
 
 from trainers.checkpoint import CheckpointError, load_model, read_document, read_tensors, save_model
 from trainers.config import ConfigError, from_dict
-from trainers.train_config import DataConfig, TrainConfig
 from trainers.data import load_dataset
 from trainers.validation import evaluate_clean_pgd
 from trainers.loop import TrainingDiverged, fit, preflight, setup
 from trainers.methods.natural import Natural
 from trainers.models import DataCfg, build_model
 from trainers.teachers import TeacherSet
+from trainers.train_config import DataConfig, TrainConfig
 from trainers.train_state import load_training_checkpoint
 
 DIGITS = load_dataset("digits")

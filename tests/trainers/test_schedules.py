@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from trainers.train_config import ScheduleConfig
 from trainers.schedules import lr_at
+from trainers.train_config import ScheduleConfig
 
 BASE = 0.1
 
