@@ -92,7 +92,7 @@ def kill_marked(marker: str) -> None:
 
 
 @pytest.fixture
-def fake_cluster(tmp_path):
+def fake_cluster(tmp_path, monkeypatch):
     """A head started like clusters/aws.yaml's (CPU 0, train_driver, --autoscaling-config), no workers."""
     ray.shutdown()  # the session's private Ray: two on one machine confuse Train's cleaner
     aws = yaml.safe_load((ROOT / "clusters" / "aws.yaml").read_text())
@@ -120,6 +120,8 @@ def fake_cluster(tmp_path):
     try:
         assert start.returncode == 0, start.stderr[-3000:]
         context = ray.init(address=address, log_to_driver=False)
+        # The state API takes RAY_ADDRESS ('local' in the tests) over its address argument.
+        monkeypatch.setenv("RAY_API_SERVER_ADDRESS", f"http://{context.dashboard_url}")
         yield f"http://{context.dashboard_url}"
     finally:
         ray.shutdown()

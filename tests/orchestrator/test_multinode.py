@@ -89,9 +89,12 @@ def sim_cluster():
     workers = [cluster.add_node(num_cpus=1, resources={f"node_{name}": 1}) for name in "ab"]
     cluster.wait_for_nodes()
     context = ray.init(address=cluster.address, log_to_driver=False)
+    dashboard = f"http://{context.dashboard_url}"
     try:
-        yield SimCluster(cluster, f"http://{context.dashboard_url}", cluster.head_node.node_id,
-                         {node.node_id: node for node in workers})
+        with pytest.MonkeyPatch.context() as env:
+            # The state API takes RAY_ADDRESS ('local' in the tests) over its address argument.
+            env.setenv("RAY_API_SERVER_ADDRESS", dashboard)
+            yield SimCluster(cluster, dashboard, cluster.head_node.node_id, {node.node_id: node for node in workers})
     finally:
         ray.shutdown()
         cluster.shutdown()
