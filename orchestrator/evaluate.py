@@ -38,7 +38,10 @@ def load_suite(name_or_path: str) -> list[AttackSpec]:
     if name_or_path in presets:
         entries, where = presets[name_or_path], f"suite {name_or_path!r}"
     elif Path(name_or_path).is_file():
-        entries, where = yaml.safe_load(Path(name_or_path).read_text()), name_or_path
+        try:
+            entries, where = yaml.safe_load(Path(name_or_path).read_text()), name_or_path
+        except (yaml.YAMLError, UnicodeDecodeError):
+            raise ConfigError("suite", f"{name_or_path}: not valid YAML (expected a list of attacks)") from None
     else:
         raise ConfigError("suite", f"{name_or_path!r} is neither a suite ({', '.join(presets)}) nor a YAML file")
     if not isinstance(entries, list) or not entries:

@@ -55,6 +55,17 @@ def _train_all(pending: list[TeacherSpec], storage: Storage, cfg: PretrainConfig
                 waiting.append(task.remote(queue.pop(0), storage.uri, cfg.resources, force))
 
 
+def check_checkpoint_teachers(specs: list[TeacherSpec]) -> None:
+    """Teachers given as checkpoints must exist and be models of their config's dataset."""
+    for spec in specs:
+        if not spec.checkpoint:
+            continue
+        sidecar = read_document(checkpoint_dir(localize(spec.checkpoint)), "model")
+        if sidecar.get("dataset") != spec.train.data.name:
+            raise ConfigError("teachers", f"{spec.name}: {spec.checkpoint} is a model for {sidecar.get('dataset')!r}, "
+                              f"not {spec.train.data.name!r}")
+
+
 def pretrain(cfg: PretrainConfig, *, force: bool = False, only: list[str] | None = None) -> list[dict[str, Any]]:
     """Train the missing teachers (all named ones with force); return every requested registry row."""
     unknown = sorted(set(only or []) - {t.name for t in cfg.teachers})
@@ -62,11 +73,7 @@ def pretrain(cfg: PretrainConfig, *, force: bool = False, only: list[str] | None
         raise ConfigError("teachers", f"no teacher named {unknown} in the config")
     specs = [t for t in cfg.teachers if not only or t.name in only]
     external = [s for s in specs if s.checkpoint]
-    for spec in external:
-        sidecar = read_document(checkpoint_dir(localize(spec.checkpoint)), "model")
-        if sidecar.get("dataset") != spec.train.data.name:
-            raise ConfigError("teachers", f"{spec.name}: {spec.checkpoint} is a model for {sidecar.get('dataset')!r}, "
-                              f"not {spec.train.data.name!r}")
+    check_checkpoint_teachers(external)
     specs = [s for s in specs if not s.checkpoint]
     for i, spec in enumerate(specs):
         try:

@@ -12,7 +12,7 @@ import optuna
 from orchestrator.config import PretrainConfig, SweepConfig
 from orchestrator.console import say
 from orchestrator.evaluate import Target, execute, load_suite, plan
-from orchestrator.pretrain import pretrain
+from orchestrator.pretrain import check_checkpoint_teachers, pretrain
 from orchestrator.ray_env import check_fits, check_shared_storage, init_ray
 from orchestrator.results import ResultsStore
 from orchestrator.sanity import sanity_params
@@ -54,6 +54,11 @@ def validate(cfg: SweepConfig) -> None:
             method_config(method)
         except ConfigError as err:
             raise err.under(f"search.options.{method['name']}") from None
+    check_checkpoint_teachers(list(cfg.teachers))
+    try:
+        load_suite(cfg.evaluation.suite)
+    except ConfigError as err:
+        raise err.under("evaluation") from None
     for i, name in enumerate(cfg.evaluation.baselines):
         check(name in teacher_names or "/" in name, f"evaluation.baselines[{i}]",
               f"{name!r} is neither a teacher of this sweep nor a checkpoint path")

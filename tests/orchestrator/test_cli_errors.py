@@ -16,6 +16,7 @@ from trainers.checkpoint import save_model
 from trainers.models import DataCfg, build_model
 
 DEMO = yaml.safe_load(preset_path("demo").read_text())
+README = str(Path(__file__).resolve().parents[2] / "README.md")
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -55,6 +56,10 @@ SWEEP_CASES = {
                           ["search.options.rslad.attack.stpes", "'steps'"]),
     "unknown method block": (lambda c: c["search"]["options"].update(rsald={"teacher": ["t"]}),
                              ["search.options.rsald", "'rslad'"]),
+    "unknown suite": (lambda c: c["evaluation"].update(suite="papr"), ["evaluation.suite", "'papr'", "paper"]),
+    "suite file not YAML": (lambda c: c["evaluation"].update(suite=README), ["evaluation.suite", "not valid YAML"]),
+    "suite file not a list": (lambda c: c["evaluation"].update(suite=str(preset_path("demo"))),
+                              ["evaluation.suite", "list of attacks"]),
     "unknown model argument": (lambda c: c["student"]["model"].update(kwargs={"widht": 8}),
                                ["student.model.kwargs.widht", "'width'"]),
 }
@@ -88,6 +93,17 @@ def digits_checkpoint(tmp_path_factory) -> Path:
 def synthetic_checkpoint(tmp_path_factory) -> Path:
     model = build_model("small_cnn", num_classes=5, data_cfg=DataCfg((3, 8, 8), (0.5,) * 3, (0.25,) * 3), width=4)
     return save_model(tmp_path_factory.mktemp("ck") / "model", model, dataset="synthetic")
+
+
+@pytest.mark.parametrize("which, needles", [("other dataset", ["teachers", "for 'synthetic', not 'digits'"]),
+                                             ("missing", ["nope"])])
+def test_sweep_teacher_checkpoint_errors_come_before_anything_is_written(which, needles, tmp_path, capsys,
+                                                                        synthetic_checkpoint):
+    checkpoint = str(synthetic_checkpoint) if which == "other dataset" else str(tmp_path / "nope")
+    config = write_sweep(tmp_path, lambda c: c["teachers"][0].update(checkpoint=checkpoint))
+    storage = tmp_path / "store"
+    run_and_check("sweep", ["--config", config, "--storage", str(storage)], capsys, storage, *needles)
+    assert not storage.exists()
 
 
 def test_evaluate_unknown_attack(tmp_path, capsys, digits_checkpoint):
