@@ -17,7 +17,7 @@ from orchestrator.results import ResultsStore
 from orchestrator.sanity import sanity_params
 from orchestrator.sanity_report import format_verdicts, read_verdicts
 from orchestrator.storage import Storage
-from orchestrator.sweep import run_sweep
+from orchestrator.sweep import dry_run, run_sweep
 from search_spaces import preset_names, preset_path
 from trainers.checkpoint import CheckpointError
 from trainers.config import ConfigError, from_dict, load_yaml
@@ -66,12 +66,18 @@ def _sweep(argv: Sequence[str]) -> int:
     p.add_argument("--storage", help="override the config's storage URI (local path, s3://, gs://)")
     p.add_argument("--name", help="override the sweep name")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep of this name")
+    p.add_argument("--dry-run", action="store_true", help="validate the config and print what the sweep would do "
+                   "(teachers to train or reuse, trials, evaluation, resources) and the resolved config; "
+                   "nothing is trained, written or started")
     _sets(p)
     _verbose(p)
     args = p.parse_args(argv)
     show_ray_output(args.verbose)
     overrides = {k: v for k, v in (("storage", args.storage), ("name", args.name)) if v}
     cfg = load_sweep_config(str(preset_path(args.config)), overrides, args.set)
+    if args.dry_run:
+        print(dry_run(cfg, resume=args.resume))
+        return 0
     run_sweep(cfg, resume=args.resume)
     print(f"== {cfg.name}: 4/4 report", flush=True)
     print(build_report(Storage(cfg.storage), cfg.name))

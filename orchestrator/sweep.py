@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import optuna
+import yaml
 
 from orchestrator.config import PretrainConfig, SweepConfig
 from orchestrator.console import say
@@ -18,6 +19,7 @@ from orchestrator.results import ResultsStore
 from orchestrator.sanity import sanity_params
 from orchestrator.search import search, trial_config
 from orchestrator.storage import Storage
+from orchestrator.teacher_registry import TeacherRegistry
 from orchestrator.trials import select_trials
 from search_spaces import SPACES
 from trainers.config import ConfigError, check, to_dict
@@ -83,6 +85,8 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False) -> list[dict[str, Any]]
     validate(cfg)
     storage = Storage(cfg.storage)
     resume = _claim(cfg, storage, resume)
+    if resume:
+        say(f"== {cfg.name}: continuing the sweep found in {storage.uri}")
     init_ray()
     res = cfg.resources
     check_shared_storage(cfg.storage, shared=cfg.storage_shared, autoscaling=res.autoscaling,
@@ -113,6 +117,43 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False) -> list[dict[str, Any]]
     return tasks
 
 
+def dry_run(cfg: SweepConfig, *, resume: bool = False) -> str:
+    """What `run_sweep` would do, from the validated config and what the storage already holds:
+    nothing is trained, written or started (no Ray). The resolved config first, the plan last."""
+    validate(cfg)
+    storage = Storage(cfg.storage)
+    state = "continues the sweep found there" if _claim(cfg, storage, resume) else "a new sweep"
+    info = cfg.data.load().info
+    eps = cfg.student.eps if cfg.student.eps is not None else info.eps
+    registry, e, res = TeacherRegistry(storage), cfg.evaluation, cfg.resources
+    lines = [f"== {cfg.name}: dry run (nothing is trained, written or started)", "resolved config:",
+             yaml.safe_dump(to_dict(cfg), sort_keys=False).rstrip(), "",
+             f"threat model: L-inf eps {eps:.6g} on {info.name} (selection on the validation split, "
+             "evaluation on the test split)", f"storage: {storage.uri} ({state})", f"teachers ({len(cfg.teachers)}):"]
+    for t in cfg.teachers:
+        status = (f"checkpoint {t.checkpoint}" if t.checkpoint else
+                  "in the registry" if registry.lookup(t) else f"to train ({t.train.epochs} epochs)")
+        lines.append(f"  {t.name:<20} {t.train.model.arch:<14} {t.train.method.name:<10} {status}")
+    s = cfg.search
+    lines += [f"search: {s.num_samples} trials, {s.max_concurrent} at a time, objective {s.objective}, space "
+              f"{s.space} over {', '.join(s.options.method)}; first points: "
+              + ("; ".join(" ".join(f"{k}={v}" for k, v in p.items()) for p in s.points) or "none"),
+              "  drawn from the space (examples): " + "; ".join(
+                  f"{x['overrides']['method']['name']} with {'+'.join(x['teacher_names'])}"
+                  for x in sample_trials(cfg, min(3, s.num_samples)))]
+    attacks = ", ".join(spec.label for spec in load_suite(e.suite))
+    lines += [f"evaluation: the best {e.top_n} trial(s) + baselines {', '.join(e.baselines) or 'none'}; suite "
+              f"{e.suite} ({attacks}); sanity checks on {e.sanity_points or 'no'} points; {e.actors} actor(s) x "
+              f"{e.cpus_per_actor:g} CPU" + (f" + {e.gpus_per_actor:g} GPU" if e.gpus_per_actor else ""),
+              f"resources: trial {_workers(res.trial)}; pretrain {_workers(res.pretrain)}; "
+              f"autoscaling {str(res.autoscaling).lower()}"]
+    return "\n".join(lines)
+
+
+def _workers(r: Any) -> str:
+    return f"{r.num_workers} worker(s) x " + " + ".join(f"{v:g} {k}" for k, v in r.per_worker().items())
+
+
 def _claim(cfg: SweepConfig, storage: Storage, resume: bool) -> bool:
     """Whether to resume. A sweep's config is recorded when it starts (run_sweep, once the cluster
     is known to fit it); running the same config again continues it (and only re-reports a
@@ -129,8 +170,6 @@ def _claim(cfg: SweepConfig, storage: Storage, resume: bool) -> bool:
     if started and not storage.exists(*record):
         raise ConfigError("name", f"{storage.uri_of('tune', cfg.name)} exists but was not written by this sweep; "
                           "choose another name (--name) or storage")
-    if started:
-        say(f"== {cfg.name}: continuing the sweep found in {storage.uri}")
     return started
 
 

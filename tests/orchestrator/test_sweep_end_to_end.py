@@ -131,6 +131,18 @@ def test_same_config_continues_and_a_different_one_is_refused(finished_sweep, ca
     assert len(trial_rows(storage)) == TRIALS
 
 
+def test_dry_run_of_the_finished_sweep_reuses_everything(finished_sweep):
+    project, _, storage = finished_sweep
+    files = sorted(str(p) for p in (project / "runs").rglob("*"))
+    run = run_entry(project, "orchestrator.sweep", "--config", "tiny.yaml", "--dry-run", timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert f"storage: {project / 'runs'} (continues the sweep found there)" in run.stdout
+    assert "t_at                 small_cnn      pgd_at     in the registry" in run.stdout
+    assert "t_nat                small_cnn      natural    in the registry" in run.stdout
+    assert "threat model: L-inf eps 0.25 on digits" in run.stdout
+    assert sorted(str(p) for p in (project / "runs").rglob("*")) == files
+
+
 def test_resume_of_an_unknown_sweep_is_refused(tmp_path, capsys):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(tiny_sweep(str(tmp_path / "store"), name="never")))
