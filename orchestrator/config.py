@@ -65,9 +65,14 @@ class SearchOptions(Config):
         for i, name in enumerate(names):
             check(name in METHODS, f"method[{i}]" if isinstance(self.method, list) else "method",
                   unknown_name_message("method", name, METHODS.names()))
+        trains = {"train": self.train}
         for block, value in (self.model_extra or {}).items():
             check(block in METHODS, block, unknown_name_message("method block", block, METHODS.names()))
             check(isinstance(value, dict), block, f"expected a mapping of {block}'s parameters, got {value!r}")
+            trains[f"{block}.train"] = value.get("train") or {}
+        for where, train in trains.items():
+            check("eps" not in train, f"{where}.eps", "a sweep has one threat model: set the sweep's eps, "
+                  "not a trial's")
 
     def plain(self) -> dict[str, Any]:
         """The options as the search space function reads them."""

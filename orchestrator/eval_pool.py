@@ -27,6 +27,14 @@ from trainers.distributed import derive_seed
 from trainers.modes import eval_mode
 
 
+def split_id(data: dict[str, Any], split: str) -> str:
+    """The dataset and split of stored rows: the test split is fixed, a validation (or training)
+    split depends on how it was carved (val_size, split_seed)."""
+    if split == "test":
+        return f"{data['name']}/test"
+    return f"{data['name']}/{split}-{data.get('val_size')}-{data.get('split_seed')}"
+
+
 @dataclass(frozen=True)
 class EvalTask:
     checkpoint: str
@@ -42,10 +50,12 @@ class EvalTask:
     spec: AttackSpec
     seed: int
     batch_size: int = field(compare=False)
+    eps: float = field(compare=False)
+    """The evaluation's threat model (a suite entry may set its own eps); the sanity checks run at it."""
 
     @property
     def shard_key(self) -> str:
-        return f"eval/{self.checkpoint_id[:16]}/{self.data['name']}/{self.split}/{self.start}-{self.stop}"
+        return f"eval/{self.checkpoint_id[:16]}/{split_id(self.data, self.split)}/{self.start}-{self.stop}"
 
     @property
     def key(self) -> str:

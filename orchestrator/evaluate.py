@@ -47,13 +47,20 @@ def load_suite(name_or_path: str) -> list[AttackSpec]:
     if not isinstance(entries, list) or not entries:
         raise ConfigError("suite", f"{where}: expected a non-empty list of attacks")
     specs = []
+    names: dict[str, int | None] = {"clean": None, "worst case": None}  # index in the suite; None: the report's
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or set(entry) - {"name", "label", "params"} or "name" not in entry:
             raise ConfigError(f"suite[{i}]", "expected {name, label?, params?}")
         try:
-            specs.append(AttackSpec(entry["name"], dict(entry.get("params") or {}), entry.get("label", "")))
+            spec = AttackSpec(entry["name"], dict(entry.get("params") or {}), entry.get("label", ""))
         except ValueError as err:
             raise ConfigError(f"suite[{i}]", str(err)) from None
+        if spec.display in names:  # results are grouped by name: two attacks under one would be averaged
+            other = names[spec.display]
+            taken = "a row of the report" if other is None else f"the name of suite[{other}] too"
+            raise ConfigError(f"suite[{i}]", f"{spec.display!r} is {taken}; give each attack a distinct label")
+        names[spec.display] = i
+        specs.append(spec)
     return specs
 
 
@@ -85,7 +92,7 @@ def plan(targets: list[Target], *, data: dict[str, Any], split: str, specs: list
         for spec in specs:
             for shard, start in enumerate(range(0, n, shard_size)):
                 tasks.append(EvalTask(target.path, sidecar["weights_sha256"], target.run, data, split, shard, start,
-                                      min(start + shard_size, n), spec, seed, batch_size))
+                                      min(start + shard_size, n), spec, seed, batch_size, eps))
     return list({t.key + t.run: t for t in tasks}.values())
 
 
@@ -93,7 +100,7 @@ def execute(tasks: list[EvalTask], store: ResultsStore, *, sweep: str, actors: i
             gpus_per_actor: float = 0.0, local: bool = False, sanity: SanityParams | None = SanityParams()) -> int:
     """Run the tasks whose rows are not in the store yet, and the sanity checks of every evaluated
     checkpoint (orchestrator.sanity) unless `sanity` is None; returns how many suite tasks ran."""
-    threat = {"dataset": tasks[0].data["name"], "split": tasks[0].split, "eps": tasks[0].spec.params["eps"]} if tasks else {}
+    threat = {"dataset": tasks[0].data["name"], "split": tasks[0].split, "eps": tasks[0].eps} if tasks else {}
     store.append([{"key": f"plan/{sweep}", "kind": "plan", "sweep": sweep,
                    "metrics": {"tasks": plan_entries(tasks), **threat}}])
     checks = [] if sanity is None else plan_sanity(tasks, store, sweep=sweep, params=sanity)

@@ -20,7 +20,7 @@ import torch
 from attacks import AttackSpec
 from attacks.autoattack import VERSION as AUTOATTACK_VERSION
 from attacks.sanity import SanityParams, run_model_checks, subsample, transfer_correct
-from orchestrator.eval_pool import Cache, EvalTask
+from orchestrator.eval_pool import Cache, EvalTask, split_id
 from orchestrator.results import ResultsStore, pack_mask, unpack_mask
 from orchestrator.storage import localize
 from orchestrator.teacher_registry import TeacherRegistry
@@ -60,7 +60,7 @@ class SanityTask:
         identity = json.dumps({"eps": self.eps, "weak": self.weak.key, "eot": self.eot, "params": asdict(self.params),
                                "teachers": [t[2] for t in self.teachers]}, sort_keys=True)
         digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
-        return f"sanity/{self.checkpoint_id[:16]}/{self.data['name']}/{self.split}/{digest}/seed{self.seed}"
+        return f"sanity/{self.checkpoint_id[:16]}/{split_id(self.data, self.split)}/{digest}/seed{self.seed}"
 
     def run_on(self, cache: Cache) -> dict[str, Any]:
         """The model checks and the transfer masks on the seeded subsample, and the protocol facts."""
@@ -127,10 +127,11 @@ def plan_sanity(tasks: list[EvalTask], store: ResultsStore, *, sweep: str, param
     checks: dict[str, tuple[SanityTask, dict[str, Any]]] = {}
     for (cid, run), mine in targets.items():
         first, specs = mine[0], [t.spec for t in mine]
-        weak = next((s for s in specs if s.name == "pgd"), DEFAULT_WEAK)
+        weak = next((s for s in specs if s.name == "pgd" and s.params.get("loss", "ce") == "ce" and s.eps == first.eps),
+                    DEFAULT_WEAK)  # the suite's CE PGD at the threat model's eps
         eot = any(s.name == "autoattack" and s.params.get("version") == "rand" for s in specs)
         teachers, missing = _teachers(first.checkpoint, evaluated, names)
-        common = dict(data=first.data, split=first.split, eps=first.spec.eps, weak=weak, eot=eot, params=params,
+        common = dict(data=first.data, split=first.split, eps=first.eps, weak=weak, eot=eot, params=params,
                       seed=first.seed, batch_size=first.batch_size)
         task = SanityTask(first.checkpoint, cid, run, teachers=tuple(teachers), **common)
         checks[task.key + run] = (task, {"run": run, "key": task.key, "role": "model",

@@ -130,6 +130,19 @@ def test_evaluate_attack_eps_above_one(tmp_path, capsys, digits_checkpoint):
                              str(tmp_path / "s"), "--local"], capsys, tmp_path, "eps")
 
 
+@pytest.mark.parametrize("suite_text, needles", [
+    ("- {name: pgd, params: {steps: 20}}\n- {name: pgd, params: {steps: 100}}\n",
+     ("suite[1]", "'pgd' is the name of suite[0] too", "distinct label")),
+    ("- {name: pgd, label: clean}\n", ("suite[0]", "'clean' is a row of the report")),
+])
+def test_evaluate_attacks_reported_under_one_name(suite_text, needles, tmp_path, capsys, digits_checkpoint):
+    """Rows are grouped by the attack's name: two attacks under one name would be averaged."""
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(suite_text)
+    run_and_check("evaluate", ["--checkpoints", str(digits_checkpoint), "--suite", str(suite), "--storage",
+                             str(tmp_path / "s"), "--local"], capsys, tmp_path, *needles)
+
+
 def test_evaluate_missing_checkpoint(tmp_path, capsys):
     run_and_check("evaluate", ["--checkpoints", str(tmp_path / "missing"), "--storage", str(tmp_path / "s"),
                              "--local"], capsys, tmp_path, "missing")

@@ -119,3 +119,33 @@ def test_bad_sanity_points_is_a_one_line_error(checkpoints, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: sanity_points: must be >= 0") and len(err.splitlines()) == 1
     assert not (tmp_path / "runs" / "results").exists()
+
+
+def test_checks_run_at_the_threat_models_eps_with_the_suites_ce_pgd(checkpoints, tmp_path):
+    """A suite entry with its own eps, or a PGD on the CW loss, is not the short attack of the
+    steps check: that is the suite's CE PGD at the evaluation's eps (PGD-10 when it has none)."""
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("- {name: pgd, label: PGD-wide, params: {eps: 0.4}}\n"
+                     "- {name: pgd, label: PGD-CW, params: {loss: cw}}\n"
+                     "- {name: pgd, label: PGD-20, params: {steps: 20}}\n")
+    store = ResultsStore(Storage(tmp_path / "s"))
+    target = [Target(str(checkpoints[0]), "student")]
+    tasks = plan(target, data={"name": "digits"}, split="test", specs=load_suite(str(suite)), shard_size=400,
+                 seed=0, batch_size=64, eps=0.1)
+    student = next(t for t in plan_sanity(tasks, store, sweep="ev", params=SMALL) if t.run == "student")
+    assert student.eps == 0.1 and student.weak.display == "PGD-20" and student.weak.params["eps"] == 0.1
+    no_ce = plan(target, data={"name": "digits"}, split="test", specs=load_suite(str(suite))[:2], shard_size=400,
+                 seed=0, batch_size=64, eps=0.1)
+    fallback = next(t for t in plan_sanity(no_ce, store, sweep="ev2", params=SMALL) if t.run == "student")
+    assert fallback.eps == 0.1 and fallback.weak.key == '{"name": "pgd", "params": {"steps": 10}}'
+
+
+def test_rows_of_a_validation_split_are_keyed_by_how_it_was_carved(checkpoints):
+    """The test split is fixed; a validation split with another size or seed holds other points."""
+    def keys(**data):
+        tasks = plan([Target(str(checkpoints[0]), "student")], data={"name": "digits", **data}, split="val",
+                     specs=load_suite("quick"), shard_size=400, seed=0, batch_size=64)
+        return {t.key for t in tasks} | {t.clean_key for t in tasks}
+    assert not keys(val_size=100, split_seed=0) & keys(val_size=100, split_seed=1)
+    assert not keys(val_size=100, split_seed=0) & keys(val_size=120, split_seed=0)
+    assert keys(val_size=100, split_seed=0) == keys(val_size=100, split_seed=0)

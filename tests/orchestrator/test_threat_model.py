@@ -49,3 +49,15 @@ def test_a_student_with_another_eps_than_the_sweep_is_refused(tmp_path):
     spec["student"]["eps"] = 0.2
     with pytest.raises(ConfigError, match=r"^eps: teachers and students train under one threat model"):
         load_sweep_config(write(tmp_path, spec))
+
+
+@pytest.mark.parametrize("where", ["train", "darht.train"])
+def test_a_trial_choice_of_eps_is_refused(where, tmp_path):
+    """A searched eps would train and select trials at one radius and evaluate them at another."""
+    spec = tiny_sweep(str(tmp_path / "s"))
+    block = spec["search"]["options"]
+    for key in where.split("."):
+        block = block.setdefault(key, {})
+    block["eps"] = [0.1, 0.2]
+    with pytest.raises(ConfigError, match=rf"^search\.options\.{where}\.eps: a sweep has one threat model"):
+        load_sweep_config(write(tmp_path, spec))
