@@ -134,6 +134,8 @@ def test_checks_run_at_the_threat_models_eps_with_the_suites_ce_pgd(checkpoints,
                  seed=0, batch_size=64, eps=0.1)
     student = next(t for t in plan_sanity(tasks, store, sweep="ev", params=SMALL) if t.run == "student")
     assert student.eps == 0.1 and student.weak.display == "PGD-20" and student.weak.params["eps"] == 0.1
+    execute(tasks, store, sweep="ev", local=True, sanity=None)  # the report's threat model: the evaluation's eps
+    assert store.read(kind="plan", sweep="ev")[0]["metrics"]["eps"] == 0.1
     no_ce = plan(target, data={"name": "digits"}, split="test", specs=load_suite(str(suite))[:2], shard_size=400,
                  seed=0, batch_size=64, eps=0.1)
     fallback = next(t for t in plan_sanity(no_ce, store, sweep="ev2", params=SMALL) if t.run == "student")
