@@ -19,25 +19,20 @@ from orchestrator.sanity_report import format_verdicts, read_verdicts
 from orchestrator.storage import Storage
 from orchestrator.sweep import dry_run, run_sweep
 from search_spaces import preset_names, preset_path
-from trainers.checkpoint import CheckpointError
-from trainers.config import ConfigError, from_dict, load_yaml
-from trainers.data import DatasetError
-from trainers.registry import UnknownNameError
+from trainers.config import from_dict, identifier, load_yaml
+from trainers.errors import UserError
 
 
 T = TypeVar("T")
 
 
-class UsageError(ValueError):
+class UsageError(UserError):
     """A command-line argument the program cannot use."""
 
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message}")
-
-
-USER_ERRORS = (ConfigError, DatasetError, CheckpointError, UnknownNameError, UsageError)
 
 
 def _verbose(p: Parser) -> None:
@@ -54,7 +49,7 @@ def _sets(p: Parser) -> None:
 def _job_config(cls: type[T], args: argparse.Namespace) -> T:
     """The job's YAML config (--config) with --set applied, --storage winning over its storage."""
     raw = apply_sets(load_yaml(args.config), args.set)
-    if args.storage:
+    if args.storage is not None:
         raw["storage"] = args.storage
     return from_dict(cls, raw)
 
@@ -73,7 +68,7 @@ def _sweep(argv: Sequence[str]) -> int:
     _verbose(p)
     args = p.parse_args(argv)
     show_ray_output(args.verbose)
-    overrides = {k: v for k, v in (("storage", args.storage), ("name", args.name)) if v}
+    overrides = {k: v for k, v in (("storage", args.storage), ("name", args.name)) if v is not None}
     cfg = load_sweep_config(str(preset_path(args.config)), overrides, args.set)
     if args.dry_run:
         print(dry_run(cfg, resume=args.resume))
@@ -146,6 +141,7 @@ def _evaluate(argv: Sequence[str]) -> int:
     _verbose(p)
     args = p.parse_args(argv)
     show_ray_output(args.verbose)
+    identifier(args.name, "--name")
     sanity = sanity_params(args.sanity_points)
     storage = Storage(args.storage)
     ran, planned = evaluate_checkpoints(
@@ -168,7 +164,7 @@ def _report(argv: Sequence[str]) -> int:
     p.add_argument("--sweep", required=True, help="sweep (or evaluate --name) to report")
     p.add_argument("--storage", default="runs", help="storage URI (default: runs)")
     args = p.parse_args(argv)
-    print(build_report(Storage(args.storage), args.sweep))
+    print(build_report(Storage(args.storage), identifier(args.sweep, "--sweep")))
     return 0
 
 
@@ -182,11 +178,14 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
 
 
 def run_command(name: str, argv: Sequence[str] | None = None) -> int:
-    """Run one command; a user error is one line on stderr and exit code 2."""
+    """Run one command; a user error is one line on stderr and exit code 2. One that reached the
+    driver through `ray.get` is a RayTaskError that is also a UserError: its `cause` is the line,
+    the remote traceback stays in Ray's logs."""
     try:
         return COMMANDS[name][0](list(sys.argv[1:] if argv is None else argv))
-    except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
+    except UserError as err:
+        cause = getattr(err, "cause", None)
+        print(f"error: {cause if isinstance(cause, UserError) else err}", file=sys.stderr)
         return 2
 
 

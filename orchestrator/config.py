@@ -3,7 +3,6 @@ before anything starts: every error names the dotted field, and nothing is writt
 config they embed is trainers.train_config.TrainConfig."""
 from __future__ import annotations
 
-import copy
 import re
 from typing import Annotated, Any, Literal, Sequence
 
@@ -15,7 +14,8 @@ from orchestrator.storage import resolve_storage
 from orchestrator.teacher_registry import TeacherSpec
 from search_spaces import SPACES
 from trainers import TrainConfig
-from trainers.config import Config, ConfigError, NameOrPath, check, from_dict, load_yaml, merge_dicts, resolved
+from trainers.config import (Config, ConfigError, Identifier, NameOrPath, check, from_dict, load_yaml, merge_dicts,
+                             resolved)
 from trainers.methods import METHODS
 from trainers.registry import unknown_name_message
 from trainers.train_config import DataConfig
@@ -128,7 +128,7 @@ class SweepResources(Config):
 
 
 class SweepConfig(Config):
-    name: str = "demo"
+    name: Identifier = "demo"
     storage: StorageURI = "runs"
     storage_shared: bool = False
     """A local storage path that every node mounts (NFS): allowed on a multi-node cluster."""
@@ -146,8 +146,6 @@ class SweepConfig(Config):
     resources: SweepResources = SweepResources()
 
     def check(self) -> None:
-        check(bool(self.name) and all(c.isalnum() or c in "-_" for c in self.name), "name",
-              f"use letters, digits, '-' and '_' only, got {self.name!r}")
         names = [t.name for t in self.teachers]
         check(len(set(names)) == len(names), "teachers", f"duplicate teacher names in {names}")
         threat = {t.train.eps for t in self.teachers if not t.checkpoint} | {self.student.eps} | (
@@ -167,8 +165,9 @@ def apply_sets(raw: dict[str, Any], sets: Sequence[str]) -> dict[str, Any]:
     """A copy of the config mapping `raw` with each `KEY=VALUE` of the command line's `--set`
     applied. KEY is a field as error messages name it (`search.num_samples`,
     `teachers[0].train.epochs`); VALUE is read as YAML (`8`, `false`, `[a, b]`, `{lr: 0.1}`).
-    Missing mappings on the way are created; list items must exist."""
-    out = copy.deepcopy(raw)
+    Missing mappings on the way are created; list items must exist. The copy shares nothing, so a
+    field that a YAML anchor (`&a` ... `*a`) repeated elsewhere changes alone."""
+    out = _unshared(raw)
     for item in sets:
         key, sep, text = item.partition("=")
         if not sep or not _FIELD_KEY.fullmatch(key.strip()):
@@ -194,6 +193,16 @@ def apply_sets(raw: dict[str, Any], sets: Sequence[str]) -> dict[str, Any]:
                     node[step] = {}
                 node = node[step] if isinstance(step, int) else node.get(step)
     return out
+
+
+def _unshared(value: Any) -> Any:
+    """A copy of YAML data in which no mapping or list appears twice (copy.deepcopy keeps an
+    alias an alias)."""
+    if isinstance(value, dict):
+        return {k: _unshared(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unshared(v) for v in value]
+    return value
 
 
 def load_sweep_config(path: str, overrides: dict[str, Any] | None = None, sets: Sequence[str] = ()) -> SweepConfig:
@@ -232,7 +241,7 @@ class PretrainConfig(Config):
 
 
 class DistillConfig(Config):
-    name: str = "distill"
+    name: Identifier = "distill"
     """Run name: stable, so re-running an interrupted run resumes it."""
     storage: StorageURI = "runs"
     storage_shared: bool = False
@@ -242,5 +251,3 @@ class DistillConfig(Config):
     train: TrainConfig = TrainConfig()
     """The training config; `teachers` may name registry teachers instead of paths."""
 
-    def check(self) -> None:
-        check(bool(self.name) and "/" not in self.name, "name", f"must be a non-empty name without '/', got {self.name!r}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import traceback
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
@@ -24,6 +25,7 @@ from orchestrator.storage import localize
 from trainers.checkpoint import load_model
 from trainers.data import Dataset, as_float, load_dataset
 from trainers.distributed import derive_seed
+from trainers.errors import UserError
 from trainers.modes import eval_mode
 
 
@@ -121,7 +123,13 @@ class EvalActor:
         self.cache = Cache(device)
 
     def run(self, task: EvalTask) -> dict[str, Any]:
-        return run_task(task, self.cache)
+        """A user error (a checkpoint damaged after the driver checked it) comes back as data:
+        Ray would retry it and hand the driver a multi-line remote traceback."""
+        try:
+            return run_task(task, self.cache)
+        except UserError as err:
+            traceback.print_exc()  # into the actor's log in Ray's log folder
+            return {"key": task.key, "user_error": str(err)}
 
 
 def run_local(tasks: Iterable[EvalTask], device: torch.device | None = None) -> Iterator[tuple[EvalTask, dict[str, Any]]]:
@@ -148,6 +156,8 @@ class EvalPool:
         submit: Callable[[Any, EvalTask], Any] = lambda actor, task: actor.run.options(  # noqa: E731
             retry_exceptions=self.retries > 0).remote(task)
         for result in ActorPool(self.actors).map_unordered(submit, ordered):
+            if "user_error" in result:
+                raise UserError(result["user_error"])
             yield by_key[result["key"]], result
 
     def __enter__(self) -> "EvalPool":

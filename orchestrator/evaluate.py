@@ -8,6 +8,7 @@ clean, robust and W-Robust per attack, and the per-point worst case over the sui
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -25,7 +26,7 @@ from orchestrator.results import ResultsStore, unpack_mask
 from orchestrator.sanity import SanityParams, SanityTask, plan_sanity, sanity_line, sanity_row
 from orchestrator.storage import Storage, localize
 from orchestrator.teacher_registry import TeacherRegistry
-from trainers.checkpoint import checkpoint_dir, read_document
+from trainers.checkpoint import checkpoint_dir, read_document, verify_checkpoint
 from trainers.config import ConfigError, absolute_path
 from trainers.data import load_dataset
 
@@ -74,18 +75,21 @@ class Target:
 
 def plan(targets: list[Target], *, data: dict[str, Any], split: str, specs: list[AttackSpec],
          shard_size: int, seed: int, batch_size: int, eps: float | None = None) -> list[EvalTask]:
-    """Validate everything and list the tasks; raises ConfigError/CheckpointError before any work."""
+    """Validate everything and list the tasks; raises ConfigError/CheckpointError before any work.
+    Every checkpoint is opened and its weights checked against its sidecar and architecture here,
+    on the driver: rows are keyed by the sidecar's hash, so a damaged file must never reach them."""
+    for field_name, value in (("shard_size", shard_size), ("batch_size", batch_size)):
+        if value < 1:
+            raise ConfigError(field_name, f"must be >= 1, got {value}")
     dataset = load_dataset(**data)
     info, n = dataset.info, len(dataset.split(split))
     eps = info.eps if eps is None else eps
     if not 0 < eps <= 1:
         raise ConfigError("eps", f"must be in (0, 1] (images are in [0, 1]), got {eps}")
     specs = [s.with_defaults(eps=eps) for s in specs]
-    if shard_size < 1:
-        raise ConfigError("shard_size", f"must be >= 1, got {shard_size}")
     tasks = []
     for target in targets:
-        sidecar = read_document(checkpoint_dir(localize(target.path)), "model")
+        sidecar = verify_checkpoint(localize(target.path))
         if sidecar.get("dataset") != info.name or sidecar.get("num_classes") != info.num_classes:
             raise ConfigError("checkpoints", f"{target.path} is a {sidecar.get('num_classes')}-class model for "
                               f"{sidecar.get('dataset')!r}; evaluating on {info.name!r} ({info.num_classes} classes)")
@@ -97,12 +101,20 @@ def plan(targets: list[Target], *, data: dict[str, Any], split: str, specs: list
 
 
 def execute(tasks: list[EvalTask], store: ResultsStore, *, sweep: str, actors: int = 1, cpus_per_actor: float = 1.0,
-            gpus_per_actor: float = 0.0, local: bool = False, sanity: SanityParams | None = SanityParams()) -> int:
+            gpus_per_actor: float = 0.0, local: bool = False, sanity: SanityParams | None = SanityParams(),
+            name_field: str = "name") -> int:
     """Run the tasks whose rows are not in the store yet, and the sanity checks of every evaluated
-    checkpoint (orchestrator.sanity) unless `sanity` is None; returns how many suite tasks ran."""
+    checkpoint (orchestrator.sanity) unless `sanity` is None; returns how many suite tasks ran.
+    The plan is stored once: the same evaluation resumes, another under the same name (the
+    `name_field` of the error) is refused before anything is written."""
     threat = {"dataset": tasks[0].data["name"], "split": tasks[0].split, "eps": tasks[0].eps} if tasks else {}
-    store.append([{"key": f"plan/{sweep}", "kind": "plan", "sweep": sweep,
-                   "metrics": {"tasks": plan_entries(tasks), **threat}}])
+    metrics = {"tasks": plan_entries(tasks), **threat}
+    earlier = store.read(kind="plan", sweep=sweep)
+    if earlier and _canonical(earlier[0]["metrics"]) != _canonical(metrics):
+        raise ConfigError(name_field, f"an evaluation named {sweep!r} of other checkpoints, attacks or data exists in "
+                          f"{store.storage.uri}; give this one another name")
+    if not earlier:
+        store.append([{"key": f"plan/{sweep}", "kind": "plan", "sweep": sweep, "metrics": metrics}])
     checks = [] if sanity is None else plan_sanity(tasks, store, sweep=sweep, params=sanity)
     done = store.keys(kind="eval")
     pending = checks + [t for t in tasks if t.key not in done]  # a clean row lands with its shard's first attack row
@@ -128,6 +140,10 @@ def execute(tasks: list[EvalTask], store: ResultsStore, *, sweep: str, actors: i
             bar.set_postfix_str(f"{task.run} {task.spec.display} shard {task.shard} ({res['seconds']:.1f} s)",
                                 refresh=False)
     return len(pending) - len(checks)
+
+
+def _canonical(metrics: dict[str, Any]) -> str:
+    return json.dumps(metrics, sort_keys=True, default=float)
 
 
 def _row(task: EvalTask, res: dict[str, Any], sweep: str) -> dict[str, Any]:
@@ -233,8 +249,8 @@ def evaluate_checkpoints(refs: list[str], *, storage: Storage, name: str, suite:
     """Evaluate checkpoints (paths, or teachers by registry name) under the rows of `name`;
     returns (tasks run, tasks planned)."""
     registry = TeacherRegistry(storage)
-    targets = [Target(registry.resolve(ref), "/".join(Path(ref).parts[-2:]) if Path(ref).exists() else ref)
-               for ref in refs]
+    targets = [Target(registry.resolve(ref, "--checkpoints"), "/".join(Path(ref).parts[-2:]) if Path(ref).exists()
+                      else ref) for ref in refs]
     datasets = {read_document(checkpoint_dir(localize(t.path)), "model").get("dataset") for t in targets}
     if len(datasets) != 1:
         raise ConfigError("checkpoints", f"checkpoints are for different datasets {sorted(map(str, datasets))}")
@@ -242,7 +258,7 @@ def evaluate_checkpoints(refs: list[str], *, storage: Storage, name: str, suite:
     tasks = plan(targets, data=data, split=split, specs=load_suite(suite), shard_size=shard_size,
                  seed=seed, batch_size=batch_size, eps=eps)
     ran = execute(tasks, ResultsStore(storage), sweep=name, actors=actors, cpus_per_actor=cpus_per_actor,
-                  gpus_per_actor=gpus_per_actor, local=local, sanity=sanity)
+                  gpus_per_actor=gpus_per_actor, local=local, sanity=sanity, name_field="--name")
     return ran, len(tasks)
 
 

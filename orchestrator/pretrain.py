@@ -12,10 +12,10 @@ import ray
 from orchestrator.config import PretrainConfig
 from orchestrator.console import progress, say, teacher_line
 from orchestrator.ray_env import check_fits, check_shared_storage, init_ray
-from orchestrator.ray_train import Resources, fetch_artifacts, run_training
+from orchestrator.ray_train import Resources, fetch_artifacts, raise_failure, run_training
 from orchestrator.storage import Storage, localize
 from orchestrator.teacher_registry import TeacherRegistry, TeacherSpec
-from trainers.checkpoint import checkpoint_dir, read_document
+from trainers.checkpoint import CheckpointError, verify_checkpoint
 from trainers.config import ConfigError, to_dict
 from trainers.loop import preflight
 
@@ -32,8 +32,7 @@ def train_teacher(spec: TeacherSpec, storage_uri: str, resources: Resources, for
     result = run_training(spec.train.replace(name=spec.name), name=name, storage=storage, resources=resources,
                           tensorboard_dir=storage.uri_of("tensorboard", "teachers", spec.name),
                           hparams={"teacher": spec.name, "arch": spec.train.model.arch, **to_dict(spec.train.method)})
-    if result.error is not None:
-        raise RuntimeError(f"teacher {spec.name} failed: {result.error}")
+    raise_failure(result, f"teacher {spec.name}")
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = fetch_artifacts(result, Path(tmp))
         return TeacherRegistry(storage).register(spec, artifacts, result.metrics)
@@ -56,11 +55,15 @@ def _train_all(pending: list[TeacherSpec], storage: Storage, cfg: PretrainConfig
 
 
 def check_checkpoint_teachers(specs: list[TeacherSpec]) -> None:
-    """Teachers given as checkpoints must exist and be models of their config's dataset."""
+    """Teachers given as checkpoints must open (sidecar, weights' hash, tensors against the
+    architecture) and be models of their config's dataset."""
     for spec in specs:
         if not spec.checkpoint:
             continue
-        sidecar = read_document(checkpoint_dir(localize(spec.checkpoint)), "model")
+        try:
+            sidecar = verify_checkpoint(localize(spec.checkpoint))
+        except CheckpointError as err:
+            raise ConfigError("teachers", f"{spec.name}: {err}") from None
         if sidecar.get("dataset") != spec.train.data.name:
             raise ConfigError("teachers", f"{spec.name}: {spec.checkpoint} is a model for {sidecar.get('dataset')!r}, "
                               f"not {spec.train.data.name!r}")

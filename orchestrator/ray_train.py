@@ -23,6 +23,7 @@ from orchestrator.tensorboard import TensorBoardCallback
 from trainers import FitResult, TrainConfig, fit
 from trainers.callbacks import PrintProgress
 from trainers.config import Config, check, from_dict, to_dict
+from trainers.errors import UserError
 
 
 class Resources(Config):
@@ -127,6 +128,18 @@ def run_training(cfg: TrainConfig, *, name: str, storage: Storage, resources: Re
             worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
             logging_config=ray.train.LoggingConfig(log_level="WARNING")))
     return trainer.fit()
+
+
+def raise_failure(result: ray.train.Result, what: str) -> None:
+    """Raise if the run failed: a user error raised in a worker (a checkpoint damaged after the
+    driver checked it, say) as one UserError line; anything else with Ray's message. The
+    worker's traceback stays in Ray's logs."""
+    if result.error is None:
+        return
+    for failure in getattr(result.error, "worker_failures", {}).values():
+        if isinstance(failure, UserError):
+            raise UserError(f"{what}: {failure}") from None
+    raise RuntimeError(f"{what} failed: {result.error}")
 
 
 def fetch_artifacts(result: ray.train.Result, destination: Path) -> Path:

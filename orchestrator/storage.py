@@ -3,6 +3,7 @@ through pyarrow's filesystems (the same URI Ray uses for its storage_path)."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -17,14 +18,28 @@ SUBMITTED_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 def resolve_storage(uri: str | Path) -> str:
     """The absolute form of a storage URI given by a user (see trainers.config.absolute_path).
+    A local path must be a folder, or not exist yet under a folder this process can write to.
     Inside a submitted Ray job a relative path is refused: the job's working directory is a
     temporary copy that Ray deletes, so everything written there would be lost."""
     uri = str(uri)
+    if not uri.strip():
+        raise ConfigError("storage", "an empty path; give a folder (e.g. runs), s3://... or gs://...")
     if "://" not in uri and not os.path.isabs(os.path.expanduser(uri)) and SUBMITTED_JOB_ENV in os.environ:
         raise ConfigError("storage", f"{uri!r} is relative to the working directory of this submitted Ray job, a "
                           "temporary copy that Ray deletes; give --storage an absolute path on a disk every node "
                           "mounts, or s3://... / gs://...")
-    return absolute_path(uri)
+    uri = absolute_path(uri)
+    if "://" not in uri:
+        _check_local_folder(Path(uri))
+    return uri
+
+
+def _check_local_folder(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise ConfigError("storage", f"{path} is a file; expected a folder (existing or new)")
+    parent = next(p for p in (path, *path.parents) if p.exists())
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError("storage", f"{path}: cannot write in {parent}; expected a writable folder")
 
 
 class Storage:
@@ -35,8 +50,17 @@ class Storage:
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
 
     def path(self, *parts: str) -> str:
-        """A path inside the storage root, as the filesystem sees it."""
-        return "/".join([self.root, *[p.strip("/") for p in parts if p]])
+        """A path inside the storage root, as the filesystem sees it. Every caller goes through
+        here, so a part that would leave the root ('..', an absolute path, a symlink pointing
+        outside) is refused whatever built it."""
+        segments = [seg for part in parts if part for seg in part.split("/")]
+        if any(seg in ("", ".", "..") for seg in segments) or any(p.startswith("/") for p in parts if p):
+            raise ConfigError("storage", f"{'/'.join(parts)!r} is not a path inside the storage folder {self.uri}")
+        path = "/".join([self.root, *segments])
+        if self.is_local and not _inside(os.path.realpath(path), os.path.realpath(self.root)):
+            raise ConfigError("storage", f"{'/'.join(parts)!r} resolves outside the storage folder {self.uri} "
+                              "(through a symbolic link)")
+        return path
 
     def uri_of(self, *parts: str) -> str:
         """A URI (local path for local storage) for tools that take one, such as Ray or TensorBoard."""
@@ -50,9 +74,6 @@ class Storage:
 
     def exists(self, *parts: str) -> bool:
         return self.fs.get_file_info(self.path(*parts)).type != pafs.FileType.NotFound
-
-    def makedirs(self, *parts: str) -> None:
-        self.fs.create_dir(self.path(*parts), recursive=True)
 
     def write_bytes(self, data: bytes, *parts: str) -> None:
         """Write a file so readers never see it half-written: temp name + rename on local disks;
@@ -85,10 +106,23 @@ class Storage:
         return dest
 
     def replace_dir(self, local: Path, *parts: str) -> str:
-        """Upload a folder in place of whatever the destination held (no stale files left)."""
-        if self.exists(*parts):
-            self.fs.delete_dir(self.path(*parts))
-        return self.upload_dir(local, *parts)
+        """Upload a folder in place of whatever the destination held (no stale files left). On a
+        local disk the new folder is uploaded under a temporary name and swapped in by rename, so
+        a crash leaves the old folder or the new one, never a mix or nothing."""
+        dest = self.path(*parts)
+        if not self.is_local:
+            if self.exists(*parts):
+                self.fs.delete_dir(dest)
+            return self.upload_dir(local, *parts)
+        folder, name = dest.rsplit("/", 1)
+        tmp, old = (f"{folder}/.{name}.{kind}-{uuid.uuid4().hex[:8]}" for kind in ("tmp", "old"))
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        shutil.copytree(Path(local).resolve(), tmp)
+        if os.path.exists(dest):
+            os.rename(dest, old)
+        os.rename(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+        return dest
 
     def download_dir(self, local: Path, *parts: str) -> Path:
         Path(local).mkdir(parents=True, exist_ok=True)
@@ -106,3 +140,7 @@ def localize(uri: str, cache: Path | None = None) -> str:
     if not (target / "model.json").exists():
         Storage(uri).download_dir(target)
     return str(target)
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")

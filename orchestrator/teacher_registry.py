@@ -10,13 +10,13 @@ from typing import Any
 from orchestrator.results import ResultsStore
 from orchestrator.storage import Storage
 from trainers import TrainConfig
-from trainers.config import Config, ConfigError, LocalPath, absolute_path, config_hash, to_dict
+from trainers.config import Config, ConfigError, Identifier, LocalPath, absolute_path, config_hash, to_dict
 
 IGNORED = ("name", "output_dir", "threads", "device")
 
 
 class TeacherSpec(Config):
-    name: str
+    name: Identifier
     """Registry name that distillation configs and search spaces refer to."""
     train: TrainConfig = TrainConfig()
     checkpoint: LocalPath | None = None
@@ -54,13 +54,14 @@ class TeacherRegistry:
         self.index.append([{"key": spec.hash, "kind": "teacher", "run": spec.name, "metrics": metrics}])
         return {"key": spec.hash, "metrics": metrics}
 
-    def resolve(self, ref: str) -> str:
-        """A checkpoint directory for a teacher given by path/URI, registry name or spec hash."""
+    def resolve(self, ref: str, field: str = "teachers") -> str:
+        """A checkpoint directory for a teacher given by path/URI, registry name or spec hash;
+        `field` names the config field or option that gave it in errors."""
         if "://" in ref or Path(ref).exists():
             return absolute_path(ref)
         matches = [r for r in self.rows() if ref in (r["run"], r["key"])]
         if not matches:
             known = sorted({r["run"] for r in self.rows()})
-            raise ConfigError("teachers", f"{ref!r} is neither a checkpoint path nor a teacher in the registry "
+            raise ConfigError(field, f"{ref!r} is neither a checkpoint path nor a teacher in the registry "
                               f"at {self.storage.uri} (known: {', '.join(known) or 'none'})")
         return matches[-1]["metrics"]["path"]

@@ -6,15 +6,23 @@ from pathlib import Path
 from typing import Any, Callable
 
 from search_spaces import distill
+from trainers.config import ConfigError
+from trainers.registry import unknown_name_message
 
 SPACES: dict[str, Callable[..., dict[str, Any]]] = {"distill": distill.space}
 PRESETS = Path(__file__).with_name("presets")
 
 
 def preset_path(name_or_path: str) -> Path:
-    """A preset by name (search_spaces/presets/<name>.yaml) or a YAML path."""
+    """A preset by name (search_spaces/presets/<name>.yaml) or a YAML path; a bare word that is
+    neither is a one-line ConfigError on `--config` with the close preset names."""
     candidate = PRESETS / f"{name_or_path}.yaml"
-    return candidate if candidate.is_file() else Path(name_or_path)
+    if candidate.is_file():
+        return candidate
+    looks_like_a_file = "/" in name_or_path or name_or_path.endswith((".yaml", ".yml"))
+    if not looks_like_a_file and not Path(name_or_path).exists():
+        raise ConfigError("--config", unknown_name_message("preset or config file", name_or_path, preset_names()))
+    return Path(name_or_path)
 
 
 def preset_names() -> list[str]:

@@ -23,13 +23,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from trainers.errors import UserError
 from trainers.models import DataCfg, build_model
 from trainers.registry import UnknownNameError
 
 FORMAT = "robust-distill/model-v1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that is missing, corrupt, or does not match what the caller expects."""
 
 
@@ -118,11 +119,15 @@ def read_tensors(directory: str | Path, name: str, device: str | torch.device = 
 def checkpoint_dir(path: str | Path) -> Path:
     """Accept the checkpoint directory or any file inside it."""
     p = Path(path)
-    if p.is_file():
-        p = p.parent
+    expected = "expected a folder holding model.safetensors and model.json"
+    if not p.exists():
+        raise CheckpointError(f"checkpoint {path}: not found ({expected})")
+    if p.is_file() and not (p.parent / "model.json").is_file():
+        raise CheckpointError(f"checkpoint {path}: a file, not a checkpoint ({expected}; a PyTorch state dict "
+                              "is converted with trainers.checkpoint.import_state_dict)")
+    p = p.parent if p.is_file() else p
     if not (p / "model.json").is_file():
-        raise CheckpointError(f"checkpoint {path}: not found (expected a directory holding "
-                              "model.safetensors and model.json)")
+        raise CheckpointError(f"checkpoint {path}: model.json not found ({expected})")
     return p
 
 
@@ -153,6 +158,14 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu",
         raise CheckpointError(f"checkpoint {directory}: cannot rebuild the model ({err})") from None
     _load_state(model, state, str(directory))
     return model.to(device).eval(), sidecar
+
+
+def verify_checkpoint(path: str | Path, *, expect_dataset: str | None = None,
+                      expect_num_classes: int | None = None) -> dict[str, Any]:
+    """Open a checkpoint as a worker will (sidecar, the weights' hash, every tensor's name and shape
+    against its architecture) and return its sidecar: entry points call it on the driver so a
+    damaged checkpoint is refused before anything is written or started."""
+    return load_model(path, expect_dataset=expect_dataset, expect_num_classes=expect_num_classes)[1]
 
 
 def import_state_dict(pt_path: str | Path, directory: str | Path, *, name: str, num_classes: int,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -17,18 +18,22 @@ from typing import Annotated, Any, Callable, TypeVar
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, model_validator
 
+from trainers.errors import UserError
 from trainers.registry import unknown_name_message
 
 T = TypeVar("T", bound="Config")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """Invalid configuration; `str(err)` is a one-line message starting with the dotted field."""
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         self.detail = message
         super().__init__(f"{field}: {message}" if field else message)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled across Ray processes with both arguments
+        return type(self), (self.field, self.detail)
 
     def under(self, prefix: str) -> "ConfigError":
         if not prefix:
@@ -72,6 +77,21 @@ def resolved(resolve: Callable[[str], str]) -> AfterValidator:
 
 LocalPath = Annotated[str, resolved(absolute_path)]
 NameOrPath = Annotated[str, resolved(absolute_if_path)]
+
+_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def identifier(value: str, field: str = "") -> str:
+    """A name that becomes a file or folder name under the storage (sweeps, runs, teachers,
+    evaluations): letters, digits, '-', '_' and '.', not starting with '.', at most 100
+    characters, so it can never be '', '.', '..' or hold a '/'."""
+    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
+        raise ConfigError(field, f"a name of letters, digits, '-', '_' and '.' (not first; at most 100), "
+                                 f"got {value!r}")
+    return value
+
+
+Identifier = Annotated[str, resolved(identifier)]
 
 
 # ----------------------------------------------------------------------------- the base model
@@ -176,6 +196,8 @@ def config_hash(obj: Any, length: int = 16) -> str:
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; a missing file or bad YAML becomes a one-line ConfigError."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError("", f"config file {str(p)!r} is a folder; expected a YAML file")
     if not p.is_file():
         raise ConfigError("", f"config file {str(p)!r} does not exist")
     try:

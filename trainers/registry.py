@@ -5,10 +5,12 @@ import difflib
 import fnmatch
 from typing import Any, Callable, Generic, TypeVar
 
+from trainers.errors import UserError
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class UnknownNameError(ValueError):
+class UnknownNameError(UserError):
     """An unknown registry name; the message lists close matches."""
 
 

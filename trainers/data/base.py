@@ -10,10 +10,11 @@ from typing import Any, Callable
 
 import torch
 
+from trainers.errors import UserError
 from trainers.registry import Registry
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A dataset that is missing, incomplete or malformed on disk; the message names the file."""
 
 
@@ -95,6 +96,9 @@ def stratified_holdout(y: torch.Tensor, size: int, seed: int) -> tuple[torch.Ten
 
 def carve_validation(train: Split, val_size: int, seed: int) -> tuple[Split, Split]:
     """Hold out a seeded, stratified validation split from the training split."""
+    if not 0 < val_size < len(train):
+        raise DatasetError(f"data.val_size: must be between 1 and {len(train) - 1} (the training split has "
+                           f"{len(train)} examples), got {val_size}")
     keep, held = stratified_holdout(train.y, val_size, seed)
     return train.subset(keep), train.subset(held)
 
