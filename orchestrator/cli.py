@@ -142,7 +142,14 @@ def _evaluate(argv: Sequence[str]) -> int:
     args = p.parse_args(argv)
     show_ray_output(args.verbose)
     identifier(args.name, "--name")
-    sanity = sanity_params(args.sanity_points)
+    for flag, value, low in (("--shard-size", args.shard_size, 1), ("--batch-size", args.batch_size, 1),
+                             ("--actors", args.actors, 1), ("--trials", args.trials, 0),
+                             ("--trial-size", args.trial_size, 1), ("--gpus-per-actor", args.gpus_per_actor, 0)):
+        if value < low:
+            raise UsageError(f"{flag}: must be >= {low}, got {value}")
+    if args.cpus_per_actor <= 0:
+        raise UsageError(f"--cpus-per-actor: must be > 0, got {args.cpus_per_actor}")
+    sanity = sanity_params(args.sanity_points, "--sanity-points")
     storage = Storage(args.storage)
     ran, planned = evaluate_checkpoints(
         args.checkpoints, storage=storage, name=args.name, suite=args.suite, split=args.split, root=args.root,

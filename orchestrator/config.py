@@ -118,6 +118,10 @@ class EvalConfig(Config):
         check(self.top_n >= 0, "top_n", f"must be >= 0, got {self.top_n}")
         check(self.sanity_points >= 0, "sanity_points", f"must be >= 0 (0: off), got {self.sanity_points}")
         check(self.actors >= 1, "actors", f"must be >= 1, got {self.actors}")
+        check(self.shard_size >= 1, "shard_size", f"must be >= 1, got {self.shard_size}")
+        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        check(self.cpus_per_actor > 0, "cpus_per_actor", f"must be > 0, got {self.cpus_per_actor}")
+        check(self.gpus_per_actor >= 0, "gpus_per_actor", f"must be >= 0, got {self.gpus_per_actor}")
 
 
 class SweepResources(Config):

@@ -39,7 +39,7 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
                           resources=cfg.resources, hparams=hparams,
                           tensorboard_dir=storage.uri_of("tensorboard", "distill", cfg.name),
                           results_uri=storage.uri, sweep="distill")
-    raise_failure(result, f"distillation {cfg.name}")
+    raise_failure(result.error, f"distillation {cfg.name}")
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = fetch_artifacts(result, Path(tmp))
         storage.replace_dir(artifacts, "runs", cfg.name)

@@ -28,11 +28,11 @@ def train_teacher(spec: TeacherSpec, storage_uri: str, resources: Resources, for
     storage = Storage(storage_uri)
     name = teacher_run_name(spec)
     if force and storage.exists("ray", name):
-        storage.fs.delete_dir(storage.path("ray", name))  # a stable name would otherwise resume it
+        storage.delete_dir("ray", name)  # a stable name would otherwise resume it
     result = run_training(spec.train.replace(name=spec.name), name=name, storage=storage, resources=resources,
                           tensorboard_dir=storage.uri_of("tensorboard", "teachers", spec.name),
                           hparams={"teacher": spec.name, "arch": spec.train.model.arch, **to_dict(spec.train.method)})
-    raise_failure(result, f"teacher {spec.name}")
+    raise_failure(result.error, f"teacher {spec.name}")
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = fetch_artifacts(result, Path(tmp))
         return TeacherRegistry(storage).register(spec, artifacts, result.metrics)

@@ -127,19 +127,23 @@ def run_training(cfg: TrainConfig, *, name: str, storage: Storage, resources: Re
             # Train's print patch tees every print to a logger too: each progress line twice.
             worker_runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}},
             logging_config=ray.train.LoggingConfig(log_level="WARNING")))
-    return trainer.fit()
+    try:
+        return trainer.fit()
+    except ray.train.TrainingFailedError as err:
+        raise_failure(err, name)
+        raise
 
 
-def raise_failure(result: ray.train.Result, what: str) -> None:
-    """Raise if the run failed: a user error raised in a worker (a checkpoint damaged after the
-    driver checked it, say) as one UserError line; anything else with Ray's message. The
-    worker's traceback stays in Ray's logs."""
-    if result.error is None:
+def raise_failure(error: BaseException | None, what: str) -> None:
+    """Raise if a run failed (`error`: what `fit` raised, or a result's error): a user error raised
+    in a worker (a checkpoint damaged after the driver checked it, say) as one UserError line;
+    anything else with Ray's message. The worker's traceback stays in Ray's logs."""
+    if error is None:
         return
-    for failure in getattr(result.error, "worker_failures", {}).values():
+    for failure in getattr(error, "worker_failures", {}).values():
         if isinstance(failure, UserError):
             raise UserError(f"{what}: {failure}") from None
-    raise RuntimeError(f"{what} failed: {result.error}")
+    raise RuntimeError(f"{what} failed: {error}")
 
 
 def fetch_artifacts(result: ray.train.Result, destination: Path) -> Path:

@@ -98,6 +98,14 @@ class Storage:
         return sorted(i.path for i in self.fs.get_file_info(selector)
                       if i.type == pafs.FileType.File and i.path.endswith(suffix))
 
+    def list_dirs(self, *parts: str) -> list[str]:
+        """Names of the folders directly inside a folder (none if it does not exist)."""
+        selector = pafs.FileSelector(self.path(*parts), allow_not_found=True)
+        return sorted(i.base_name for i in self.fs.get_file_info(selector) if i.type == pafs.FileType.Directory)
+
+    def delete_dir(self, *parts: str) -> None:
+        self.fs.delete_dir(self.path(*parts))
+
     def upload_dir(self, local: Path, *parts: str) -> str:
         dest = self.path(*parts)
         self.fs.create_dir(dest, recursive=True)

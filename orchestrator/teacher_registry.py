@@ -1,9 +1,15 @@
-"""The teacher registry: pretrained teachers under `<storage>/teachers/<spec hash>/` (best/ and
-last/ checkpoints) plus one index row per teacher (spec hash, name, architecture, method, dataset,
-validation and test clean / PGD accuracy). A spec already registered is never retrained unless
-forced; distillation configs refer to teachers by registry name or by checkpoint path."""
+"""The teacher registry: pretrained teachers under `<storage>/teachers/<spec hash>/<version>/`
+(best/ and last/ checkpoints) plus one index row per teacher (spec hash, name, architecture,
+method, dataset, validation and test clean / PGD accuracy, the version's path). A spec already
+registered is never retrained unless forced; distillation configs refer to teachers by registry
+name or by checkpoint path.
+
+Publishing is the index row: a version's folders are uploaded first and the row (one atomic
+results-store append) points at them, so a crash leaves the previous teacher whole, and a retrained
+teacher gets a new path (no cache or running worker ever reads half-replaced weights)."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,22 +42,29 @@ class TeacherRegistry:
         self.index = ResultsStore(storage, "teachers/index")
 
     def rows(self) -> list[dict[str, Any]]:
-        return [r for r in self.index.read(kind="teacher") if self.storage.exists("teachers", r["key"], "best", "model.json")]
+        return [r for r in self.index.read(kind="teacher")
+                if self.storage.exists("teachers", r["key"], r["metrics"].get("version", ""), "best", "model.json")]
 
     def lookup(self, spec: TeacherSpec) -> dict[str, Any] | None:
         return next((r for r in self.rows() if r["key"] == spec.hash), None)
 
     def register(self, spec: TeacherSpec, artifacts: Path, final: dict[str, Any]) -> dict[str, Any]:
-        """Publish a finished run folder (best/, last/) and its index row."""
+        """Publish a finished run folder (best/, last/) as a new version, then its index row; the
+        versions it replaces are removed after the row is written."""
+        version = f"v{time.time_ns()}"
         for tag in ("best", "last"):
-            self.storage.replace_dir(artifacts / tag, "teachers", spec.hash, tag)
+            self.storage.upload_dir(artifacts / tag, "teachers", spec.hash, version, tag)
         cfg = spec.train
         metrics = {"name": spec.name, "arch": cfg.model.arch, "method": cfg.method.name,
                    "profile": cfg.method.profile, "dataset": cfg.data.name, "seed": cfg.seed,
-                   "epochs": cfg.epochs, "path": self.storage.uri_of("teachers", spec.hash, "best"),
+                   "epochs": cfg.epochs, "version": version,
+                   "path": self.storage.uri_of("teachers", spec.hash, version, "best"),
                    **{k: final[k] for k in ("val_clean", "val_pgd", "val_w_robust", "best_val_w_robust",
                                             "test_clean", "test_pgd", "test_w_robust") if k in final}}
         self.index.append([{"key": spec.hash, "kind": "teacher", "run": spec.name, "metrics": metrics}])
+        for old in self.storage.list_dirs("teachers", spec.hash):
+            if old != version:
+                self.storage.delete_dir("teachers", spec.hash, old)
         return {"key": spec.hash, "metrics": metrics}
 
     def resolve(self, ref: str, field: str = "teachers") -> str:

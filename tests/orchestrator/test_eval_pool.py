@@ -2,6 +2,8 @@
 never recomputed, rows carry the attack's parameters and per-point masks."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -12,6 +14,7 @@ from orchestrator.results import ResultsStore, unpack_mask
 from orchestrator.storage import Storage
 from trainers.checkpoint import save_model
 from trainers.data import load_dataset
+from trainers.errors import UserError
 from trainers.models import DataCfg, build_model
 
 pytestmark = pytest.mark.timeout(300)
@@ -73,3 +76,17 @@ def test_rows_summary_and_rerun_skips_finished_shards(trained_checkpoint, tmp_pa
     # A new attack on the same checkpoint runs only the new tasks.
     more = tasks_for(trained_checkpoint, load_suite("quick") + [AttackSpec("cw_inf", {"steps": 5}, "CW-5")])
     assert execute(more, store, sweep="ev2", local=True) == 3
+
+
+def test_a_user_error_in_an_actor_is_one_line_and_not_retried(ray_session, trained_checkpoint, tmp_path):
+    """A checkpoint damaged after the driver checked it: the actor's CheckpointError reaches the
+    driver as one UserError line (not Ray's remote traceback), at once (no retries)."""
+    damaged = tmp_path / "cnn"
+    shutil.copytree(trained_checkpoint, damaged)
+    tasks = tasks_for(damaged, [AttackSpec("pgd", {"steps": 1}, "PGD-1")], shard_size=400)
+    weights = (damaged / "model.safetensors").read_bytes()
+    (damaged / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    with pytest.raises(UserError) as err:
+        list(run_pool(tasks, actors=1, retries=2))
+    assert type(err.value) is UserError and "\n" not in str(err.value)
+    assert str(damaged) in str(err.value) and "SHA-256" in str(err.value)

@@ -3,6 +3,7 @@ distillation run from registry teachers, and a 2-worker DDP run whose ranks repo
 metrics."""
 from __future__ import annotations
 
+import shutil
 import sys
 
 import pytest
@@ -18,6 +19,7 @@ from orchestrator.teacher_registry import TeacherRegistry
 from tiny import tiny_train
 from trainers.checkpoint import load_model
 from trainers.config import from_dict
+from trainers.errors import UserError
 from trainers.train_config import TrainConfig
 
 pytestmark = pytest.mark.timeout(600)
@@ -58,6 +60,10 @@ def test_pretrain_skips_registered_and_force_retrains(teachers_config, capsys):
     assert run_command("pretrain", ["--config", str(path), "--force", "--only", "cnn_nat"]) == 0
     assert len(storage.list_files("teachers/index")) == before + 1
     assert {r["metrics"]["name"] for r in index.read(kind="teacher")} == {"cnn_at", "cnn_nat"}
+    # the retrained teacher is a new version under a new path; the replaced one is gone
+    row = next(r for r in TeacherRegistry(storage).rows() if r["metrics"]["name"] == "cnn_nat")
+    assert storage.list_dirs("teachers", row["key"]) == [row["metrics"]["version"]]
+    load_model(row["metrics"]["path"])
 
 
 def test_distill_from_registry_teachers(teachers_config, tmp_path, capsys):
@@ -72,6 +78,21 @@ def test_distill_from_registry_teachers(teachers_config, tmp_path, capsys):
     assert sidecar["method"]["name"] == "rslad" and sidecar["teachers"]
     rows = ResultsStore(storage).read(kind="epoch", sweep="distill")
     assert [r["epoch"] for r in rows] == [0]
+
+
+def test_a_user_error_in_a_train_worker_is_one_line(teachers_config, tmp_path):
+    """A teacher damaged after the driver checked it fails inside the Ray Train worker; the
+    driver raises it as one UserError line, the traceback stays in Ray's logs."""
+    _, storage = teachers_config
+    teacher = tmp_path / "teacher"
+    shutil.copytree(TeacherRegistry(storage).resolve("cnn_at"), teacher)
+    (teacher / "model.safetensors").write_bytes(b"not weights")
+    cfg = from_dict(TrainConfig, {**tiny_train({"name": "rslad"}), "teachers": [str(teacher)]})
+    with pytest.raises(UserError) as err:
+        run_training(cfg, name="damaged-teacher", storage=Storage(tmp_path / "store"),
+                     resources=Resources(max_failures=0))
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("damaged-teacher: checkpoint ") and "SHA-256" in message
 
 
 class CaptureReports(ray.train.UserCallback):
