@@ -35,11 +35,11 @@ def resolve_storage(uri: str | Path) -> str:
 
 
 def _check_local_folder(path: Path) -> None:
-    if path.exists() and not path.is_dir():
-        raise ConfigError("storage", f"{path} is a file; expected a folder (existing or new)")
-    parent = next(p for p in (path, *path.parents) if p.exists())
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError("storage", f"{path}: cannot write in {parent}; expected a writable folder")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError("storage", f"{existing} is a file; expected a folder (existing or new)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError("storage", f"{path}: cannot write in {existing}; expected a writable folder")
 
 
 class Storage:
