@@ -1,8 +1,9 @@
-"""The sweep report, rebuilt from the results store alone: the threat model, a paper-style table
-(clean, robust and W-Robust per attack, per-point worst case) for the evaluated trials and
-baselines, the sweep's teachers, the table of all trials, Markdown + CSV files, two figures, and
-the TensorBoard command. The rows of an `orchestrator.evaluate` run (no trials, no TensorBoard
-runs) make an evaluation report: the same tables and figures without the sweep's parts."""
+"""The sweep report, rebuilt from the storage alone (the results store, the sweep's Optuna study):
+the threat model, a paper-style table (clean, robust and W-Robust per attack, per-point worst case)
+for the evaluated trials and baselines, the sweep's teachers, the table of all trials, the
+parameter importances of the search, Markdown + CSV files, figures, and the TensorBoard command.
+The rows of an `orchestrator.evaluate` run (no trials, no TensorBoard runs) make an evaluation
+report: the same tables and figures without the sweep's parts."""
 from __future__ import annotations
 
 import csv
@@ -16,16 +17,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from orchestrator.console import percent  # noqa: E402
 from orchestrator.evaluate import read_summary  # noqa: E402
+from orchestrator.importance import FIGURE, importance_groups, importance_markdown, importance_png  # noqa: E402
 from orchestrator.results import ResultsStore  # noqa: E402
 from orchestrator.sanity_report import (CURVE_FIGURE, read_verdicts, robustness_curves_png,  # noqa: E402
                                         sanity_csv_rows, sanity_markdown)
 from orchestrator.storage import Storage  # noqa: E402
+from orchestrator.study import FOLDER, journal_name, load_study  # noqa: E402
 from orchestrator.trials import MULTI_METRICS, SINGLE_METRIC, pareto_front  # noqa: E402
 
 
 def build_report(storage: Storage, sweep: str) -> str:
-    """Write reports/<sweep>/{report.md, evaluation.csv, trials.csv, pareto.png, w_robust.png,
-    sanity.csv, robustness_curves.png} (the trials' files only for a sweep); return the Markdown."""
+    """Write reports/<sweep>/{report.md, evaluation.csv, trials.csv, pareto.png, importance.png,
+    w_robust.png, sanity.csv, robustness_curves.png} (the trials' files only for a sweep); return
+    the Markdown."""
     store = ResultsStore(storage)
     summary = read_summary(store, sweep)
     trials = sorted(store.read(kind="trial", sweep=sweep), key=lambda t: -_final(t, SINGLE_METRIC))
@@ -48,6 +52,11 @@ def build_report(storage: Storage, sweep: str) -> str:
     if trial_rows:
         storage.write_bytes(_csv(trial_rows), *folder, "trials.csv")
         storage.write_bytes(_pareto_png(trial_rows), *folder, "pareto.png")
+    study = load_study(storage, sweep) if trials else None
+    groups = importance_groups(study) if study else []
+    if any(g.importances for g in groups):
+        storage.write_bytes(importance_png(groups), *folder, FIGURE)
+    importance = importance_markdown(groups, storage.uri_of(FOLDER, journal_name(sweep))) if groups else []
     if summary:
         storage.write_bytes(_w_robust_png(summary), *folder, "w_robust.png")
     verdicts = read_verdicts(store, sweep)
@@ -57,7 +66,7 @@ def build_report(storage: Storage, sweep: str) -> str:
     plans = store.read(kind="plan", sweep=sweep)
     teachers = store.read(kind="teachers", sweep=sweep)
     text = _markdown(sweep, summary, trial_rows, storage, plans[0]["metrics"] if plans else {},
-                     teachers[0]["metrics"]["teachers"] if teachers else [], sanity_markdown(verdicts))
+                     teachers[0]["metrics"]["teachers"] if teachers else [], sanity_markdown(verdicts), importance)
     storage.write_bytes(text.encode(), *folder, "report.md")
     return text
 
@@ -92,7 +101,7 @@ def _teachers(teachers: list[dict[str, Any]]) -> list[str]:
 
 
 def _markdown(sweep: str, summary: list[dict[str, Any]], trials: list[dict[str, Any]], storage: Storage,
-              plan: dict[str, Any], teachers: list[dict[str, Any]], sanity: str) -> str:
+              plan: dict[str, Any], teachers: list[dict[str, Any]], sanity: str, importance: list[str]) -> str:
     split = plan.get("split", "test")
     heading = (f"## {split.capitalize()}-split robustness of the selected trials and baselines" if trials
                else f"## {split.capitalize()}-split robustness")
@@ -105,7 +114,8 @@ def _markdown(sweep: str, summary: list[dict[str, Any]], trials: list[dict[str, 
                  for a in attacks]
         lines.append(f"| {e['run']} | {e['clean'].rate:.2%} ({e['clean'].total}) | " + " | ".join(cells) + " |")
     lines += ["", f"Robust accuracy is over all {split} points; the worst case is per point over the suite.", "",
-              *_teachers(teachers), *_trials(trials), sanity, "", f"Files: {storage.uri_of('reports', sweep)}/"]
+              *_teachers(teachers), *_trials(trials), *importance, sanity, "",
+              f"Files: {storage.uri_of('reports', sweep)}/"]
     if trials:
         lines.append(f"Compare trials: `tensorboard --logdir {storage.uri_of('tensorboard', sweep)}`")
     return "\n".join(lines + [""])

@@ -18,11 +18,13 @@ from orchestrator.ray_env import driver_resources
 from orchestrator.ray_train import run_training
 from orchestrator.results import ResultsStore
 from orchestrator.storage import Storage
+from orchestrator.study import PublishJournal, fetch, new_study, publish
+from orchestrator.tensorboard import write_experiment
 from orchestrator.trials import MULTI_METRICS, SINGLE_METRIC, trial_params, trial_row
 from search_spaces import SPACES
+from search_spaces.domains import parameter_domains
 from trainers import TrainConfig
 from trainers.config import ConfigError, from_dict, merge_dicts, to_dict
-
 
 
 def trial_driver(config: dict[str, Any], setup: dict[str, Any]) -> None:
@@ -65,28 +67,54 @@ class StoppedTrialRows(tune.Callback):
                                 checkpoint and checkpoint + "/best", None, stopped=True)])
 
 
+class SweepSearch(OptunaSearch):
+    """OptunaSearch that records on each Optuna trial its Tune trial id (its TensorBoard run and
+    report row) and its teacher set, so the stored study reads on its own (optuna-dashboard, the
+    report's importances). `_ot_trials` is OptunaSearch's map from Tune to Optuna trials (Ray 2.60)."""
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        config = super().suggest(trial_id)
+        if config is not None:
+            ot_trial = self._ot_trials[trial_id]
+            ot_trial.set_user_attr("tune_trial_id", trial_id)
+            ot_trial.set_user_attr("teachers", "+".join(config["teacher_names"]))
+        return config
+
+
 def search(cfg: SweepConfig, storage: Storage, teacher_paths: dict[str, str], resume: bool) -> None:
     setup = {"sweep": to_dict(cfg), "teacher_paths": teacher_paths}
     trainable = tune.with_resources(tune.with_parameters(trial_driver, setup=setup), driver_resources())
     path = storage.uri_of("tune", cfg.name)
+    # TensorBoard's one HParams experiment for the sweep: every parameter any trial can have.
+    write_experiment(storage, ("tensorboard", cfg.name), parameter_domains(_space(cfg)), free=("teachers",))
     # A restored Tuner runs the callbacks saved with its first run: they hold no state of their own.
-    callbacks = [StoppedTrialRows(storage.uri, cfg.name),
+    callbacks = [StoppedTrialRows(storage.uri, cfg.name), PublishJournal(storage.uri, cfg.name),
                  TrialProgress(cfg.search.num_samples, partial(finished_trials, storage.uri, cfg.name))]
     if resume:
+        fetch(storage, cfg.name)
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
-        tuner = tune.Tuner(trainable, tune_config=_tune_config(cfg), run_config=tune.RunConfig(
+        tuner = tune.Tuner(trainable, tune_config=_tune_config(cfg, storage), run_config=tune.RunConfig(
             name=cfg.name, storage_path=storage.uri_of("tune"), verbose=0, callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=1)))
-    tuner.fit()
+    try:
+        tuner.fit()
+    finally:
+        publish(storage.uri, cfg.name)
 
 
-def _tune_config(cfg: SweepConfig) -> tune.TuneConfig:
+def _space(cfg: SweepConfig) -> Any:
+    return partial(SPACES[cfg.search.space], options=cfg.search.options.plain())
+
+
+def _tune_config(cfg: SweepConfig, storage: Storage) -> tune.TuneConfig:
     s = cfg.search
     multi = s.objective == "multi"
-    searcher = OptunaSearch(space=partial(SPACES[s.space], options=s.options.plain()), metric=MULTI_METRICS if multi else SINGLE_METRIC,
-                            mode=["max", "max"] if multi else "max", sampler=_sampler(s.sampler, multi, cfg.student.seed),
-                            points_to_evaluate=[dict(p) for p in s.points] or None)
+    metrics = MULTI_METRICS if multi else [SINGLE_METRIC]
+    journal = new_study(storage, cfg.name, directions=["maximize"] * len(metrics), metric_names=metrics)
+    searcher = SweepSearch(space=_space(cfg), metric=metrics if multi else SINGLE_METRIC,
+                           mode=["max", "max"] if multi else "max", sampler=_sampler(s.sampler, multi, cfg.student.seed),
+                           points_to_evaluate=[dict(p) for p in s.points] or None, storage=journal, study_name=cfg.name)
     scheduler = FIFOScheduler()
     if s.scheduler.kind == "asha":
         max_epochs = max(cfg.student.epochs, *_epoch_choices(s.options.train))

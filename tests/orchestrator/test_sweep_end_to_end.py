@@ -2,10 +2,14 @@
 subprocess whose working directory is a fresh copy of the project, with the default relative
 storage `runs`. Asserted on what the user is promised: the console (stage headers, one line per
 teacher and trial, no Ray noise), every trial in the report, the top-N students and the baselines
-evaluated on the test split, one TensorBoard run per trial, trial / epoch / final rows in the store;
-then the report rebuilt from the store alone, and resume / re-run semantics."""
+evaluated on the test split, one TensorBoard run per trial in one HParams experiment as TensorBoard
+serves it, every trial in the stored Optuna study, trial / epoch / final rows in the store; then
+the report rebuilt from the store alone, and resume / re-run semantics."""
 from __future__ import annotations
 
+from functools import partial
+
+import optuna
 import pytest
 import ray
 import yaml
@@ -16,6 +20,9 @@ from orchestrator.results import ResultsStore
 from orchestrator.storage import Storage
 from orchestrator.teacher_registry import TeacherRegistry
 from project_copy import RAY_NOISE, copy_project, run_entry
+from search_spaces.distill import space
+from search_spaces.domains import parameter_domains
+from tensorboard_view import columns, hparams_view
 from tiny import tiny_sweep
 from trainers.checkpoint import read_document
 
@@ -89,13 +96,49 @@ def test_top_students_and_baselines_are_evaluated_on_all_test_points(finished_sw
 
 def test_one_tensorboard_run_per_trial_with_scalars_and_hparams(finished_sweep):
     project, _, storage = finished_sweep
-    runs = sorted(p.name for p in (project / "runs" / "tensorboard" / "tiny").iterdir())
+    logdir = project / "runs" / "tensorboard" / "tiny"
+    runs = sorted(p.name for p in logdir.iterdir() if p.is_dir())
     assert runs == sorted(t["run"] for t in trial_rows(storage))
     for run in runs:
-        acc = EventAccumulator(str(project / "runs" / "tensorboard" / "tiny" / run))
+        acc = EventAccumulator(str(logdir / run))
         acc.Reload()
         assert {"val/w_robust", "val/clean", "val/pgd", "train/loss"} <= set(acc.Tags()["scalars"])
         assert "_hparams_/session_start_info" in acc.PluginTagToContent("hparams")
+    assert_one_hparams_experiment(project)
+
+
+def assert_one_hparams_experiment(project):
+    """TensorBoard's HParams view: every parameter the space can suggest a column, every trial a
+    session with its own parameters."""
+    options = yaml.safe_load((project / "tiny.yaml").read_text())["search"]["options"]
+    experiment, groups = hparams_view(project / "runs" / "tensorboard" / "tiny")
+    assert set(columns(experiment)) == set(parameter_domains(partial(space, options=options))) | {"teachers"}
+    trials = {t["run"]: t["metrics"]["params"] for t in trial_rows(Storage(project / "runs"))}
+    sessions = {s["name"]: g["hparams"] for g in groups for s in g["sessions"]}
+    assert set(sessions) == set(trials)
+    for run, params in trials.items():
+        assert sessions[run] == {k: v if isinstance(v, str) else float(v) for k, v in params.items()}
+
+
+def assert_every_trial_in_the_optuna_study(project):
+    journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(project / "runs" / "optuna" / "tiny.log")))
+    study = optuna.load_study(study_name="tiny", storage=journal)
+    trials = {t["run"]: t for t in trial_rows(Storage(project / "runs"))}
+    assert {t.user_attrs["tune_trial_id"] for t in study.trials} == set(trials) and len(study.trials) == TRIALS
+    for t in study.trials:
+        row = trials[t.user_attrs["tune_trial_id"]]["metrics"]
+        assert t.state == optuna.trial.TrialState.COMPLETE
+        assert t.values == [pytest.approx(row["final"]["best_val_w_robust"])]
+        assert t.params["method"] == row["method"] and t.user_attrs["teachers"] == "+".join(row["teachers"])
+        assert {k: v for k, v in row["params"].items() if k != "teachers"} == t.params
+
+
+def test_every_trial_is_in_the_stored_optuna_study(finished_sweep):
+    project, run, _ = finished_sweep
+    assert_every_trial_in_the_optuna_study(project)
+    assert f"optuna-dashboard {project / 'runs' / 'optuna' / 'tiny.log'}" in run.stdout
+    assert "## Parameter importances (validation split)" in run.stdout
 
 
 def test_report_is_rebuilt_from_the_store_alone(finished_sweep):
@@ -103,6 +146,7 @@ def test_report_is_rebuilt_from_the_store_alone(finished_sweep):
     folder = project / "runs" / "reports" / "tiny"
     for name in ("report.md", "evaluation.csv", "trials.csv", "pareto.png", "w_robust.png"):
         (folder / name).unlink()
+    (folder / "importance.png").unlink(missing_ok=True)  # drawn when two trials differ in a parameter
     run = run_entry(project, "orchestrator.report", "--sweep", "tiny", timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "teacher:t_at" in run.stdout and "PGD-10" in run.stdout and "worst case" in run.stdout
@@ -129,6 +173,8 @@ def test_same_config_continues_and_a_different_one_is_refused(finished_sweep, ca
     assert "continuing the sweep" in out and "teacher:t_at" in out and "in the registry, not retrained" in out
     assert {r["key"] for r in store.read()} == before
     assert len(trial_rows(storage)) == TRIALS
+    assert_every_trial_in_the_optuna_study(project)
+    assert_one_hparams_experiment(project)
 
 
 def test_dry_run_of_the_finished_sweep_reuses_everything(finished_sweep):
