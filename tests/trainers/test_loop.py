@@ -364,5 +364,8 @@ def test_bf16_autocast_and_channels_last_train_like_fp32(case: str, tmp_path: Pa
         assert (extra["training_precision"], extra["channels_last"]) == (precision, channels_last)
     for fp32, bf16 in zip(history["fp32"], history["bf16"]):
         assert math.isfinite(bf16["loss"]) and bf16["loss"] != fp32["loss"]
+        # small_cnn: 4 bf16-rounding layers, 2^-8 each, independent: logits off by sqrt(4) 2^-8 = 0.8 % per forward;
+        # a CE or KL moves by <= 2 max|dz| <= 2 x 0.8 % x (|z_student| + |z_teacher| <= 0.3 + 1.05) = 0.021:
+        # rel 0.02 of the CE losses (~2.3: 0.046, room for the weights' drift), abs 2e-3 = kd_scale 0.1 x 0.021.
         assert bf16["loss"] == pytest.approx(fp32["loss"], rel=0.02, abs=2e-3)
-        assert abs(bf16["val_clean"] - fp32["val_clean"]) <= 0.1
+        assert abs(bf16["val_clean"] - fp32["val_clean"]) <= 0.1  # 6 of 64 predictions within that noise of a tie

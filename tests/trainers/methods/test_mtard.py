@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from kd_testing import kl_np, log_softmax_np, np_of, sgd_steps
+from kd_testing import EPS32, kl_atol, kl_np, log_softmax_atol, log_softmax_np, np_of, sgd_steps
 
 from trainers.config import ConfigError
 from trainers.methods import METHODS, StepInfo, method_config
@@ -38,13 +38,29 @@ def entropy_np(logits: np.ndarray) -> float:
     return float(-(np.exp(log_q) * log_q).sum(1).mean())
 
 
+def entropy_atol(logits: np.ndarray) -> float:
+    """Float32 error bound of `entropy_np`: sum_k q_k log q_k with log q_k off by a_k (kd_testing's
+    bound) and q_k = exp(log q_k) by q_k (a_k + eps32)."""
+    log_q, a = log_softmax_np(logits), log_softmax_atol(logits)
+    return float((np.exp(log_q) * (a + np.abs(log_q) * (a + EPS32))).sum(1).mean())
+
+
+def kd_term_np(teacher: np.ndarray, student: np.ndarray, tau: float, kd_scale: float = 0.1) -> tuple[float, float]:
+    """kd_scale * batchmean KL(p(T / tau) || p(S)) and its float32 error bound."""
+    want = kd_scale * kl_np(teacher / tau, student).mean()
+    return want, kd_scale * kl_atol(teacher / tau, student) + EPS32 * want
+
+
 def test_kd_terms_match_the_formula() -> None:
     gen = torch.Generator().manual_seed(0)
     s_adv, s_nat, t_adv, t_nat = (3 * torch.randn(5, 7, generator=gen) for _ in range(4))
     got = mtard_kd_terms(s_adv, s_nat, t_adv, t_nat, torch.tensor([1.7, 2.3]), kd_scale=0.1)
-    want = [0.1 * kl_np(np_of(t_adv) / 1.7, np_of(s_adv)).mean(),
-            0.1 * kl_np(np_of(t_nat) / 2.3, np_of(s_nat)).mean()]
-    np.testing.assert_allclose(np_of(got), want, rtol=1e-5)
+    (want_adv, tol_adv), (want_nat, tol_nat) = (kd_term_np(np_of(t_adv), np_of(s_adv), 1.7),
+                                                kd_term_np(np_of(t_nat), np_of(s_nat), 2.3))
+    assert got.tolist() == [pytest.approx(want_adv, abs=tol_adv), pytest.approx(want_nat, abs=tol_nat)]
+    # Not the untempered teacher, nor the KL the other way round.
+    assert abs(0.1 * kl_np(np_of(t_adv), np_of(s_adv)).mean() - want_adv) > 10 * tol_adv
+    assert abs(0.1 * kl_np(np_of(s_adv), np_of(t_adv) / 1.7).mean() - want_adv) > 10 * tol_adv
 
 
 def test_ebb_cools_the_higher_entropy_teacher_and_clamps() -> None:
@@ -66,7 +82,8 @@ def test_ebb_matches_the_ratio_form_over_a_sequence(eta: float) -> None:
     for _ in range(40):
         h = tuple(float(v) for v in rng.uniform(0.1, 2.3, size=2))
         tau = ebb_reference(tau, h, eta)
-        assert ebb.update(torch.tensor(h), eta).tolist() == pytest.approx(tau, abs=1e-5)
+        # float32 tau (<= 10) rounds once per update (<= 2^-24 x 10); 40 updates
+        assert ebb.update(torch.tensor(h), eta).tolist() == pytest.approx(tau, abs=40 * 10 * 2.0 ** -24)
 
 
 @pytest.mark.parametrize("beta", [1.0, 2.0, 0.5])
@@ -74,11 +91,14 @@ def test_ebb_matches_the_ratio_form_over_a_sequence(eta: float) -> None:
 def test_nlb_matches_hand_sequence_on_the_simplex(beta: float, eta: float) -> None:
     losses = [(2.0, 1.0), (1.5, 0.9), (0.6, 0.95), (0.3, 1.2), (0.2, 0.1)]
     nlb, w = LossBalance(beta), [0.5, 0.5]
+    # float32 (u = 2^-24), w <= 1: r = (L / L0)^beta off by beta 4u + u (the inputs, the division, the
+    # power), s = r / sum r by 2 x that <= 18u, w <- w - eta (w - s) by 18u + 2u: 20u a step, 5 steps.
+    w_atol = 5 * 20 * 2.0 ** -24
     for pair in losses:
         w = nlb_reference(w, pair, losses[0], eta, beta)
         got = nlb.update(torch.tensor(pair), eta)
-        assert got.tolist() == pytest.approx(w, abs=1e-6)
-        assert got.min() >= 0 and got.sum().item() == pytest.approx(1.0, abs=1e-6)
+        assert got.tolist() == pytest.approx(w, abs=w_atol)
+        assert got.min() >= 0 and got.sum().item() == pytest.approx(1.0, abs=2 * w_atol)
         assert nlb.loss0.tolist() == list(losses[0])  # L(0): the first batch, never refreshed
     if eta == 1.0:  # w jumps to the target share
         r = [(losses[-1][i] / losses[0][i]) ** beta for i in range(2)]
@@ -97,7 +117,8 @@ def test_loss_terms_follow_methods_md(name: str, make_ctx, batch) -> None:
     ctx = make_ctx(2)
     method = cfg.definition.build(cfg, ctx)
     x_all, y_all = batch
-    tau, w, loss0 = [1.0, 1.0], [0.5, 0.5], None
+    tau, w, loss0, loss0_tol = [1.0, 1.0], [0.5, 0.5], None, None
+    w_tol = 0.0  # how far the float32 NLB weights can be from the float64 ones, accumulated over the steps
     for step, lr_scale in enumerate([1.0, 0.5, 0.1]):
         x, y = x_all[8 * step:8 * step + 8], y_all[8 * step:8 * step + 8]
         x_adv = (x + 0.1 * torch.randn_like(x).sign()).clamp(0, 1)
@@ -105,17 +126,28 @@ def test_loss_terms_follow_methods_md(name: str, make_ctx, batch) -> None:
             s_adv, s_nat = np_of(ctx.student(x_adv)), np_of(ctx.student(x))
             t_adv = np_of(ctx.teachers.models[0](x_adv))
             t_nat = np_of(ctx.teachers.models[1](x))
-        l_adv = 0.1 * kl_np(t_adv / tau[0], s_adv).mean()
-        l_nat = 0.1 * kl_np(t_nat / tau[1], s_nat).mean()
+        (l_adv, tol_adv), (l_nat, tol_nat) = (kd_term_np(t_adv, s_adv, tau[0]),
+                                              kd_term_np(t_nat, s_nat, tau[1]))
         h = (entropy_np(t_adv / tau[0]), entropy_np(t_nat / tau[1]))
+        h_tol = (entropy_atol(t_adv / tau[0]), entropy_atol(t_nat / tau[1]))
         loss0 = loss0 or (l_adv, l_nat)
+        loss0_tol = loss0_tol if step else (tol_adv, tol_nat)
         w = nlb_reference(w, (l_adv, l_nat), loss0, 0.2 * lr_scale, 2.0)
+        if step:  # s_i = r_i / sum r: off by 2 max rel err r_i; rel err (L_i / L_i(0))^beta <= beta (rel errs)
+            rel_r = 2.0 * max(tol_adv / l_adv + loss0_tol[0] / loss0[0], tol_nat / l_nat + loss0_tol[1] / loss0[1])
+            w_tol = (1 - 0.2 * lr_scale) * w_tol + 0.2 * lr_scale * 2 * rel_r + 4 * EPS32  # w <- (1 - eta) w + eta s
         loss, m = method.loss_terms(x, y, x_adv, StepInfo(epoch=0, step=step, lr_scale=lr_scale))
-        assert loss.item() == pytest.approx(w[0] * l_adv + w[1] * l_nat, rel=1e-5)
+        want = w[0] * l_adv + w[1] * l_nat
+        loss_tol = w[0] * tol_adv + w[1] * tol_nat + w_tol * (l_adv + l_nat) + 3 * EPS32 * want
+        assert loss.item() == pytest.approx(want, abs=loss_tol)
         assert [m["tau_adv"].item(), m["tau_nat"].item()] == pytest.approx(tau)
-        assert [m["w_adv"].item(), m["w_nat"].item()] == pytest.approx(w, rel=1e-5)
-        assert [m["entropy_adv"].item(), m["entropy_nat"].item()] == pytest.approx(h, rel=1e-5)
-        assert [m["loss_adv"].item(), m["loss_nat"].item()] == pytest.approx([l_adv, l_nat], rel=1e-5)
+        assert [m["w_adv"].item(), m["w_nat"].item()] == pytest.approx(w, abs=w_tol)
+        assert [m["entropy_adv"].item(), m["entropy_nat"].item()] == [pytest.approx(v, abs=t)
+                                                                      for v, t in zip(h, h_tol)]
+        assert [m["loss_adv"].item(), m["loss_nat"].item()] == [pytest.approx(l_adv, abs=tol_adv),
+                                                              pytest.approx(l_nat, abs=tol_nat)]
+        # EBB moves tau by the sign of H_adv - H_nat: the float32 entropies must agree on it.
+        assert abs(h[0] - h[1]) > h_tol[0] + h_tol[1]
         if name == "b_mtard":
             tau = ebb_reference(tau, h, 0.5 * lr_scale)
     assert method.ebb.tau.tolist() == pytest.approx(tau)
