@@ -1,29 +1,18 @@
 """Every command line of the project, in one place: `robust-distill COMMAND [ARGS]` and
 `python -m orchestrator.COMMAND [ARGS]` (each job module hands its `__main__` to `run_command`).
-Bad input becomes one line on stderr and exit code 2, never a traceback."""
+Bad input becomes one line on stderr and exit code 2, never a traceback.
+
+Each command imports its job (torch, Ray, Optuna, matplotlib) only once its arguments are
+parsed, so `--help` and argument errors answer at once."""
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, NoReturn, Sequence, TypeVar
+from typing import Any, Callable, NoReturn, Sequence
 
-from orchestrator.config import DistillConfig, PretrainConfig, apply_sets, load_sweep_config
-from orchestrator.distill import distill
-from orchestrator.evaluate import evaluate_checkpoints, format_table, read_masks, read_summary, repeated_trials
-from orchestrator.pretrain import pretrain
-from orchestrator.ray_env import show_ray_output
-from orchestrator.report import build_report
-from orchestrator.results import ResultsStore
-from orchestrator.sanity import sanity_params
-from orchestrator.sanity_report import format_verdicts, read_verdicts
-from orchestrator.storage import Storage
-from orchestrator.sweep import dry_run, run_sweep
 from search_spaces import preset_names, preset_path
-from trainers.config import from_dict, identifier, load_yaml
+from trainers.config import identifier
 from trainers.errors import UserError
-
-
-T = TypeVar("T")
 
 
 class UsageError(UserError):
@@ -46,8 +35,11 @@ def _sets(p: Parser) -> None:
                         "--set teachers[0].train.epochs=5 (VALUE is YAML; repeatable)")
 
 
-def _job_config(cls: type[T], args: argparse.Namespace) -> T:
+def _job_config(cls: type[Any], args: argparse.Namespace) -> Any:
     """The job's YAML config (--config) with --set applied, --storage winning over its storage."""
+    from orchestrator.config import apply_sets
+    from trainers.config import from_dict, load_yaml
+
     raw = apply_sets(load_yaml(args.config), args.set)
     if args.storage is not None:
         raw["storage"] = args.storage
@@ -67,14 +59,23 @@ def _sweep(argv: Sequence[str]) -> int:
     _sets(p)
     _verbose(p)
     args = p.parse_args(argv)
-    show_ray_output(args.verbose)
+    path = str(preset_path(args.config))
+    from orchestrator.config import load_sweep_config
+
     overrides = {k: v for k, v in (("storage", args.storage), ("name", args.name)) if v is not None}
-    cfg = load_sweep_config(str(preset_path(args.config)), overrides, args.set)
+    cfg = load_sweep_config(path, overrides, args.set)
+    from orchestrator.ray_env import show_ray_output
+    from orchestrator.report import build_report
+    from orchestrator.storage import Storage
+    from orchestrator.sweep import dry_run, run_sweep, stage_count
+
+    show_ray_output(args.verbose)
     if args.dry_run:
         print(dry_run(cfg, resume=args.resume))
         return 0
     run_sweep(cfg, resume=args.resume)
-    print(f"== {cfg.name}: 4/4 report", flush=True)
+    stages = stage_count(cfg)
+    print(f"== {cfg.name}: {stages}/{stages} report", flush=True)
     print(build_report(Storage(cfg.storage), cfg.name))
     return 0
 
@@ -89,6 +90,10 @@ def _pretrain(argv: Sequence[str]) -> int:
     _sets(p)
     _verbose(p)
     args = p.parse_args(argv)
+    from orchestrator.config import PretrainConfig
+    from orchestrator.pretrain import pretrain
+    from orchestrator.ray_env import show_ray_output
+
     show_ray_output(args.verbose)
     for row in pretrain(_job_config(PretrainConfig, args), force=args.force, only=args.only):
         m = row["metrics"]
@@ -105,6 +110,10 @@ def _distill(argv: Sequence[str]) -> int:
     _sets(p)
     _verbose(p)
     args = p.parse_args(argv)
+    from orchestrator.config import DistillConfig
+    from orchestrator.distill import distill
+    from orchestrator.ray_env import show_ray_output
+
     show_ray_output(args.verbose)
     m = distill(_job_config(DistillConfig, args))
     print(f"{'split':<22}{'clean':>8}{'PGD':>8}{'W-Robust':>10}")
@@ -140,7 +149,6 @@ def _evaluate(argv: Sequence[str]) -> int:
                    help="subsample of the sanity checks (default 200); 0 turns them off")
     _verbose(p)
     args = p.parse_args(argv)
-    show_ray_output(args.verbose)
     identifier(args.name, "--name")
     for flag, value, low in (("--shard-size", args.shard_size, 1), ("--batch-size", args.batch_size, 1),
                              ("--actors", args.actors, 1), ("--trials", args.trials, 0),
@@ -149,6 +157,14 @@ def _evaluate(argv: Sequence[str]) -> int:
             raise UsageError(f"{flag}: must be >= {low}, got {value}")
     if args.cpus_per_actor <= 0:
         raise UsageError(f"--cpus-per-actor: must be > 0, got {args.cpus_per_actor}")
+    from orchestrator.evaluate import evaluate_checkpoints, format_table, read_masks, read_summary, repeated_trials
+    from orchestrator.ray_env import show_ray_output
+    from orchestrator.results import ResultsStore
+    from orchestrator.sanity import sanity_params
+    from orchestrator.sanity_report import format_verdicts, read_verdicts
+    from orchestrator.storage import Storage
+
+    show_ray_output(args.verbose)
     sanity = sanity_params(args.sanity_points, "--sanity-points")
     storage = Storage(args.storage)
     ran, planned = evaluate_checkpoints(
@@ -171,7 +187,11 @@ def _report(argv: Sequence[str]) -> int:
     p.add_argument("--sweep", required=True, help="sweep (or evaluate --name) to report")
     p.add_argument("--storage", default="runs", help="storage URI (default: runs)")
     args = p.parse_args(argv)
-    print(build_report(Storage(args.storage), identifier(args.sweep, "--sweep")))
+    identifier(args.sweep, "--sweep")
+    from orchestrator.report import build_report
+    from orchestrator.storage import Storage
+
+    print(build_report(Storage(args.storage), args.sweep))
     return 0
 
 
@@ -188,6 +208,9 @@ def run_command(name: str, argv: Sequence[str] | None = None) -> int:
     """Run one command; a user error is one line on stderr and exit code 2. One that reached the
     driver through `ray.get` is a RayTaskError that is also a UserError: its `cause` is the line,
     the remote traceback stays in Ray's logs."""
+    main_module = sys.modules.get("__main__")
+    if getattr(getattr(main_module, "__spec__", None), "name", None) == f"orchestrator.{name}":
+        sys.modules.setdefault(f"orchestrator.{name}", main_module)  # `python -m` ran it: don't run it twice
     try:
         return COMMANDS[name][0](list(sys.argv[1:] if argv is None else argv))
     except UserError as err:

@@ -9,20 +9,39 @@ from typing import Annotated, Any, Literal, Sequence
 import yaml
 from pydantic import ConfigDict
 
-from orchestrator.ray_train import Resources
 from orchestrator.storage import resolve_storage
 from orchestrator.teacher_registry import TeacherSpec
 from search_spaces import SPACES
 from trainers import TrainConfig
 from trainers.config import (Config, ConfigError, Identifier, NameOrPath, check, from_dict, load_yaml, merge_dicts,
                              resolved)
-from trainers.methods import METHODS
+from trainers.methods import METHODS, method_config
 from trainers.registry import unknown_name_message
 from trainers.train_config import DataConfig
 
 
 StorageURI = Annotated[str, resolved(resolve_storage)]
 """A storage URI; a local path is made absolute when the config is built."""
+
+
+class Resources(Config):
+    """Workers of one training run (a teacher, a distillation, one sweep trial)."""
+
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0
+    """GPUs per worker when use_gpu (fractions share a GPU)."""
+    max_failures: int = 1
+    """Restarts of the worker group from its last checkpoint after a worker dies."""
+
+    def check(self) -> None:
+        check(self.num_workers >= 1, "num_workers", f"must be >= 1, got {self.num_workers}")
+        check(self.cpus_per_worker > 0, "cpus_per_worker", f"must be > 0, got {self.cpus_per_worker}")
+        check(self.gpus_per_worker > 0, "gpus_per_worker", f"must be > 0, got {self.gpus_per_worker}")
+
+    def per_worker(self) -> dict[str, float]:
+        return {"CPU": self.cpus_per_worker, **({"GPU": self.gpus_per_worker} if self.use_gpu else {})}
 
 
 class SchedulerConfig(Config):
@@ -83,6 +102,11 @@ class SearchConfig(Config):
     space: str = "distill"
     options: SearchOptions = SearchOptions()
     num_samples: int = 8
+    """Trials of the whole search (budget shared), or of each method (budget per_method)."""
+    budget: Literal["shared", "per_method"] = "shared"
+    """shared: one search over every method, Optuna chooses which to try; per_method: each method in
+    options.method gets num_samples trials from a search of its own, so one method's history never
+    steers another's budget (what a method comparison needs)."""
     max_concurrent: int = 2
     objective: Literal["single", "multi"] = "single"
     """single: maximize validation W-Robust under PGD; multi: (clean, PGD) with a Pareto front."""
@@ -124,6 +148,35 @@ class EvalConfig(Config):
         check(self.gpus_per_actor >= 0, "gpus_per_actor", f"must be >= 0, got {self.gpus_per_actor}")
 
 
+class CompareConfig(Config):
+    """The method comparison after the search: the best configuration of each searched method (by
+    validation W-Robust) and each baseline without distillation, trained again with `seeds` fresh
+    training seeds (initialization, data order, attack randomness; the validation split stays
+    fixed), each selected on validation and evaluated on the test split with the suite."""
+
+    seeds: int = 0
+    """Training seeds per method and baseline (0: no comparison; at least 2 for a statistic)."""
+    baselines: tuple[Any, ...] = ()
+    """Training methods without teachers trained on the student with the student's config, e.g.
+    [pgd_at, {name: trades, attack: {steps: 5}}]: the rows that say whether distillation helped."""
+    metric: str = "worst case"
+    """The suite row whose W-Robust ranks the methods (an attack's label or the per-point worst case)."""
+
+    def check(self) -> None:
+        check(self.seeds == 0 or self.seeds >= 2, "seeds", f"0 (no comparison) or at least 2 seeds, got {self.seeds}")
+        for i, raw in enumerate(self.baselines):
+            try:
+                method = method_config(raw if isinstance(raw, dict) else {"name": raw})
+            except ConfigError as err:
+                raise err.under(f"baselines[{i}]") from None
+            definition = method.definition
+            check(not definition.any_teachers and not definition.teacher_roles, f"baselines[{i}]",
+                  f"{method.name} distills from teachers; a baseline is trained without them (e.g. pgd_at, trades)")
+
+    def baseline_methods(self) -> list[dict[str, Any]]:
+        return [dict(b) if isinstance(b, dict) else {"name": b} for b in self.baselines]
+
+
 class SweepResources(Config):
     trial: Resources = Resources()
     pretrain: Resources = Resources()
@@ -147,6 +200,7 @@ class SweepConfig(Config):
     """The trials' base training config; the search space overrides parts of it."""
     search: SearchConfig = SearchConfig()
     evaluation: EvalConfig = EvalConfig()
+    compare: CompareConfig = CompareConfig()
     resources: SweepResources = SweepResources()
 
     def check(self) -> None:

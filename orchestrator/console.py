@@ -27,8 +27,15 @@ def percent(value: Any) -> str:
 
 
 def trial_label(config: dict[str, Any], trial_id: str) -> str:
-    """`<method>-<trial id>`: the name a trial's rows, TensorBoard run and report entry carry."""
+    """`<method>-<trial id>` for a search trial, `<method>-seed<k>` for a comparison run: the name
+    its rows, TensorBoard run and report entry carry."""
+    if "cell" in config:
+        return f"{config['cell']['label']}-seed{config['cell']['seed']}"
     return f"{config['overrides']['method']['name']}-{trial_id}"
+
+
+def trial_teachers(config: dict[str, Any]) -> list[str]:
+    return config["cell"]["teacher_names"] if "cell" in config else config["teacher_names"]
 
 
 def trial_line(label: str, teachers: list[str], result: dict[str, Any], seconds: float, status: str = "done") -> str:
@@ -66,7 +73,7 @@ class TrialProgress(tune.Callback):
         if isinstance(score, (int, float)) and score > self.best[0]:
             self.best = (score, label)
         seconds = time.time() - self.started.get(trial.trial_id, time.time())
-        say(trial_line(label, trial.config["teacher_names"], result, seconds, status))
+        say(trial_line(label, trial_teachers(trial.config), result, seconds, status))
         if self.bar is not None:
             if self.best[1]:
                 self.bar.set_postfix_str(f"best val W-Robust {percent(self.best[0])} ({self.best[1]})", refresh=False)

@@ -102,18 +102,20 @@ def plan(targets: list[Target], *, data: dict[str, Any], split: str, specs: list
 
 def execute(tasks: list[EvalTask], store: ResultsStore, *, sweep: str, actors: int = 1, cpus_per_actor: float = 1.0,
             gpus_per_actor: float = 0.0, local: bool = False, sanity: SanityParams | None = SanityParams(),
-            name_field: str = "name") -> int:
+            name_field: str = "name", extend: bool = False) -> int:
     """Run the tasks whose rows are not in the store yet, and the sanity checks of every evaluated
     checkpoint (orchestrator.sanity) unless `sanity` is None; returns how many suite tasks ran.
     The plan is stored once: the same evaluation resumes, another under the same name (the
-    `name_field` of the error) is refused before anything is written."""
+    `name_field` of the error) is refused before anything is written; with `extend` (a sweep given
+    more comparison seeds) a plan holding every task of the stored one replaces it."""
     threat = {"dataset": tasks[0].data["name"], "split": tasks[0].split, "eps": tasks[0].eps} if tasks else {}
     metrics = {"tasks": plan_entries(tasks), **threat}
     earlier = store.read(kind="plan", sweep=sweep)
-    if earlier and _canonical(earlier[0]["metrics"]) != _canonical(metrics):
+    same = bool(earlier) and _canonical(earlier[0]["metrics"]) == _canonical(metrics)
+    if earlier and not same and not (extend and _extends(earlier[0]["metrics"], metrics)):
         raise ConfigError(name_field, f"an evaluation named {sweep!r} of other checkpoints, attacks or data exists in "
                           f"{store.storage.uri}; give this one another name")
-    if not earlier:
+    if not same:
         store.append([{"key": f"plan/{sweep}", "kind": "plan", "sweep": sweep, "metrics": metrics}])
     checks = [] if sanity is None else plan_sanity(tasks, store, sweep=sweep, params=sanity)
     done = store.keys(kind="eval")
@@ -144,6 +146,13 @@ def execute(tasks: list[EvalTask], store: ResultsStore, *, sweep: str, actors: i
 
 def _canonical(metrics: dict[str, Any]) -> str:
     return json.dumps(metrics, sort_keys=True, default=float)
+
+
+def _extends(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """`new` keeps the threat model and every task of `old`, adding some."""
+    tasks = {_canonical(t) for t in new["tasks"]}
+    return ({k: v for k, v in old.items() if k != "tasks"} == {k: v for k, v in new.items() if k != "tasks"}
+            and all(_canonical(t) in tasks for t in old["tasks"]))
 
 
 def _row(task: EvalTask, res: dict[str, Any], sweep: str) -> dict[str, Any]:

@@ -12,7 +12,8 @@ import ray
 from orchestrator.config import PretrainConfig
 from orchestrator.console import progress, say, teacher_line
 from orchestrator.ray_env import check_fits, check_shared_storage, init_ray
-from orchestrator.ray_train import Resources, fetch_artifacts, raise_failure, run_training
+from orchestrator.config import Resources
+from orchestrator.ray_train import fetch_artifacts, raise_failure, run_training
 from orchestrator.storage import Storage, localize
 from orchestrator.teacher_registry import TeacherRegistry, TeacherSpec
 from trainers.checkpoint import CheckpointError, verify_checkpoint

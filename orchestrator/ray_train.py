@@ -17,33 +17,14 @@ import ray.train
 import torch
 from ray.train.torch import TorchTrainer
 
+from orchestrator.config import Resources
 from orchestrator.results import ResultsStore
 from orchestrator.storage import Storage, localize
 from orchestrator.tensorboard import TensorBoardCallback
 from trainers import FitResult, TrainConfig, fit
 from trainers.callbacks import PrintProgress
-from trainers.config import Config, check, from_dict, to_dict
+from trainers.config import from_dict, to_dict
 from trainers.errors import UserError
-
-
-class Resources(Config):
-    """Workers of one training run (a teacher, a distillation, one sweep trial)."""
-
-    num_workers: int = 1
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 1.0
-    """GPUs per worker when use_gpu (fractions share a GPU)."""
-    max_failures: int = 1
-    """Restarts of the worker group from its last checkpoint after a worker dies."""
-
-    def check(self) -> None:
-        check(self.num_workers >= 1, "num_workers", f"must be >= 1, got {self.num_workers}")
-        check(self.cpus_per_worker > 0, "cpus_per_worker", f"must be > 0, got {self.cpus_per_worker}")
-        check(self.gpus_per_worker > 0, "gpus_per_worker", f"must be > 0, got {self.gpus_per_worker}")
-
-    def per_worker(self) -> dict[str, float]:
-        return {"CPU": self.cpus_per_worker, **({"GPU": self.gpus_per_worker} if self.use_gpu else {})}
 
 
 class RayReport:

@@ -7,7 +7,9 @@ report: the same tables and figures without the sweep's parts."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
+import json
 from typing import Any
 
 import matplotlib
@@ -15,9 +17,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from orchestrator.comparison_report import FIGURE as COMPARISON_FIGURE  # noqa: E402
+from orchestrator.comparison_report import comparison_png, comparison_section, seed_scores  # noqa: E402
 from orchestrator.console import percent  # noqa: E402
 from orchestrator.evaluate import read_summary  # noqa: E402
-from orchestrator.importance import FIGURE, importance_groups, importance_markdown, importance_png  # noqa: E402
+from orchestrator.importance import FIGURE, Group, importance_groups, importance_markdown, importance_png  # noqa: E402
 from orchestrator.results import ResultsStore  # noqa: E402
 from orchestrator.sanity_report import (CURVE_FIGURE, read_verdicts, robustness_curves_png,  # noqa: E402
                                         sanity_csv_rows, sanity_markdown)
@@ -52,11 +56,15 @@ def build_report(storage: Storage, sweep: str) -> str:
     if trial_rows:
         storage.write_bytes(_csv(trial_rows), *folder, "trials.csv")
         storage.write_bytes(_pareto_png(trial_rows), *folder, "pareto.png")
-    study = load_study(storage, sweep) if trials else None
-    groups = importance_groups(study) if study else []
+    groups, journal_uri = _importance_groups(storage, sweep) if trials else ([], "")
     if any(g.importances for g in groups):
         storage.write_bytes(importance_png(groups), *folder, FIGURE)
-    importance = importance_markdown(groups, storage.uri_of(FOLDER, journal_name(sweep))) if groups else []
+    importance = importance_markdown(groups, journal_uri) if groups else []
+    metric = _compare_metric(storage, sweep)
+    columns = seed_scores(summary, metric)
+    if columns:
+        storage.write_bytes(comparison_png(columns, metric), *folder, COMPARISON_FIGURE)
+    comparison = comparison_section(columns, metric, trials)
     if summary:
         storage.write_bytes(_w_robust_png(summary), *folder, "w_robust.png")
     verdicts = read_verdicts(store, sweep)
@@ -66,7 +74,8 @@ def build_report(storage: Storage, sweep: str) -> str:
     plans = store.read(kind="plan", sweep=sweep)
     teachers = store.read(kind="teachers", sweep=sweep)
     text = _markdown(sweep, summary, trial_rows, storage, plans[0]["metrics"] if plans else {},
-                     teachers[0]["metrics"]["teachers"] if teachers else [], sanity_markdown(verdicts), importance)
+                     teachers[0]["metrics"]["teachers"] if teachers else [], sanity_markdown(verdicts), importance,
+                     comparison)
     storage.write_bytes(text.encode(), *folder, "report.md")
     return text
 
@@ -101,11 +110,12 @@ def _teachers(teachers: list[dict[str, Any]]) -> list[str]:
 
 
 def _markdown(sweep: str, summary: list[dict[str, Any]], trials: list[dict[str, Any]], storage: Storage,
-              plan: dict[str, Any], teachers: list[dict[str, Any]], sanity: str, importance: list[str]) -> str:
+              plan: dict[str, Any], teachers: list[dict[str, Any]], sanity: str, importance: list[str],
+              comparison: list[str]) -> str:
     split = plan.get("split", "test")
     heading = (f"## {split.capitalize()}-split robustness of the selected trials and baselines" if trials
                else f"## {split.capitalize()}-split robustness")
-    lines = [f"# {'Sweep' if trials else 'Evaluation'} `{sweep}`", "", *_threat_model(plan), heading, ""]
+    lines = [f"# {'Sweep' if trials else 'Evaluation'} `{sweep}`", "", *_threat_model(plan), *comparison, heading, ""]
     attacks = list(dict.fromkeys(a for e in summary for a in e["attacks"]))
     lines += ["| run | clean | " + " | ".join(f"{a} robust / W-Robust" for a in attacks) + " |",
               "|---|---|" + "---|" * len(attacks)]
@@ -119,6 +129,27 @@ def _markdown(sweep: str, summary: list[dict[str, Any]], trials: list[dict[str, 
     if trials:
         lines.append(f"Compare trials: `tensorboard --logdir {storage.uri_of('tensorboard', sweep)}`")
     return "\n".join(lines + [""])
+
+
+def _importance_groups(storage: Storage, sweep: str) -> tuple[list[Group], str]:
+    """The importances of the sweep's study, or of each method's study (search.budget per_method,
+    journals `optuna/<sweep>/<method>.log`), and the journal to open with optuna-dashboard."""
+    if storage.exists(FOLDER, journal_name(sweep)):
+        study = load_study(storage, sweep)
+        return (importance_groups(study) if study else []), storage.uri_of(FOLDER, journal_name(sweep))
+    methods = [path.rsplit("/", 1)[-1].removesuffix(".log") for path in storage.list_files(FOLDER, sweep, suffix=".log")]
+    groups = []
+    for method in methods:
+        study = load_study(storage, f"{sweep}/{method}")
+        groups += [dataclasses.replace(g, name=method) for g in (importance_groups(study) if study else [])]
+    return groups, storage.uri_of(FOLDER, sweep, "<method>.log")
+
+
+def _compare_metric(storage: Storage, sweep: str) -> str:
+    """The suite row that ranks the method comparison, as the sweep was configured."""
+    record = ("sweeps", f"{sweep}.json")
+    return json.loads(storage.read_bytes(*record)).get("compare", {}).get("metric", "worst case") if (
+        storage.exists(*record)) else "worst case"
 
 
 def _trials(trials: list[dict[str, Any]]) -> list[str]:

@@ -82,39 +82,66 @@ class SweepSearch(OptunaSearch):
 
 
 def search(cfg: SweepConfig, storage: Storage, teacher_paths: dict[str, str], resume: bool) -> None:
+    """Run the sweep's search: one over the whole space (budget shared), or one per method, each
+    with num_samples trials and a study of its own (budget per_method), one after the other."""
     setup = {"sweep": to_dict(cfg), "teacher_paths": teacher_paths}
     trainable = tune.with_resources(tune.with_parameters(trial_driver, setup=setup), driver_resources())
-    path = storage.uri_of("tune", cfg.name)
     # TensorBoard's one HParams experiment for the sweep: every parameter any trial can have.
-    write_experiment(storage, ("tensorboard", cfg.name), parameter_domains(_space(cfg)), free=("teachers",))
-    # A restored Tuner runs the callbacks saved with its first run: they hold no state of their own.
-    callbacks = [StoppedTrialRows(storage.uri, cfg.name), PublishJournal(storage.uri, cfg.name),
-                 TrialProgress(cfg.search.num_samples, partial(finished_trials, storage.uri, cfg.name))]
-    if resume:
-        fetch(storage, cfg.name)
-        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
-    else:
-        tuner = tune.Tuner(trainable, tune_config=_tune_config(cfg, storage), run_config=tune.RunConfig(
-            name=cfg.name, storage_path=storage.uri_of("tune"), verbose=0, callbacks=callbacks,
-            failure_config=tune.FailureConfig(max_failures=1)))
-    try:
-        tuner.fit()
-    finally:
-        publish(storage.uri, cfg.name)
+    write_experiment(storage, ("tensorboard", cfg.name), parameter_domains(_space(cfg, cfg.search.options.plain())),
+                     free=("teachers",))
+    searches = study_options(cfg)
+    progress = TrialProgress(cfg.search.num_samples * len(searches), partial(finished_trials, storage.uri, cfg.name))
+    for study, options in searches:
+        *parents, leaf = study.split("/")
+        path = storage.uri_of("tune", *parents, leaf)
+        # A restored Tuner runs the callbacks saved with its first run: they hold no state of their own.
+        callbacks = [StoppedTrialRows(storage.uri, cfg.name), PublishJournal(storage.uri, study), progress]
+        if resume and storage.exists("tune", *parents, leaf):
+            fetch(storage, study)
+            tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        else:
+            tuner = tune.Tuner(trainable, tune_config=_tune_config(cfg, storage, study, options), run_config=tune.RunConfig(
+                name=leaf, storage_path=storage.uri_of("tune", *parents), verbose=0, callbacks=callbacks,
+                failure_config=tune.FailureConfig(max_failures=1)))
+        try:
+            tuner.fit()
+        finally:
+            publish(storage.uri, study)
 
 
-def _space(cfg: SweepConfig) -> Any:
-    return partial(SPACES[cfg.search.space], options=cfg.search.options.plain())
+def study_options(cfg: SweepConfig) -> list[tuple[str, dict[str, Any]]]:
+    """(study name, search options) of each search: the sweep's name over every method, or
+    `<sweep>/<method>` restricted to one method (its Tune experiment `tune/<sweep>/<method>`)."""
+    options = cfg.search.options.plain()
+    if cfg.search.budget == "shared":
+        return [(cfg.name, options)]
+    methods = options["method"] if isinstance(options["method"], list) else [options["method"]]
+    return [(f"{cfg.name}/{method}", {**options, "method": method}) for method in methods]
 
 
-def _tune_config(cfg: SweepConfig, storage: Storage) -> tune.TuneConfig:
+def _space(cfg: SweepConfig, options: dict[str, Any]) -> Any:
+    return partial(SPACES[cfg.search.space], options=options)
+
+
+def _points(cfg: SweepConfig, options: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The configured first points of this search: all of them over every method; for one method's
+    search those naming that method (or none), without the method, which is fixed there."""
+    points = [dict(p) for p in cfg.search.points]
+    if isinstance(options["method"], str) and cfg.search.budget == "per_method":
+        points = [{k: v for k, v in p.items() if k != "method"} for p in points
+                  if p.get("method", options["method"]) == options["method"]]
+        points = [p for p in points if p]
+    return points or None
+
+
+def _tune_config(cfg: SweepConfig, storage: Storage, study: str, options: dict[str, Any]) -> tune.TuneConfig:
     s = cfg.search
     multi = s.objective == "multi"
     metrics = MULTI_METRICS if multi else [SINGLE_METRIC]
-    journal = new_study(storage, cfg.name, directions=["maximize"] * len(metrics), metric_names=metrics)
-    searcher = SweepSearch(space=_space(cfg), metric=metrics if multi else SINGLE_METRIC,
+    journal = new_study(storage, study, directions=["maximize"] * len(metrics), metric_names=metrics)
+    searcher = SweepSearch(space=_space(cfg, options), metric=metrics if multi else SINGLE_METRIC,
                            mode=["max", "max"] if multi else "max", sampler=_sampler(s.sampler, multi, cfg.student.seed),
-                           points_to_evaluate=[dict(p) for p in s.points] or None, storage=journal, study_name=cfg.name)
+                           points_to_evaluate=_points(cfg, options), storage=journal, study_name=study)
     scheduler = FIFOScheduler()
     if s.scheduler.kind == "asha":
         max_epochs = max(cfg.student.epochs, *_epoch_choices(s.options.train))

@@ -108,6 +108,7 @@ def load_study(storage: Storage, sweep: str) -> optuna.Study | None:
         return None
     with tempfile.TemporaryDirectory(prefix="optuna-") as folder:
         path = Path(folder) / journal_name(sweep)
+        path.parent.mkdir(parents=True, exist_ok=True)  # a per-method study `<sweep>/<method>`
         path.write_bytes(storage.read_bytes(FOLDER, journal_name(sweep)))
         memory = InMemoryStorage()
         with quiet_optuna():

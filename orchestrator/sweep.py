@@ -15,6 +15,7 @@ from orchestrator.console import say
 from orchestrator.evaluate import Target, execute, load_suite, plan
 from orchestrator.pretrain import check_checkpoint_teachers, pretrain
 from orchestrator.ray_env import check_fits, check_shared_storage, init_ray
+from orchestrator.replicate import replicate
 from orchestrator.results import ResultsStore
 from orchestrator.sanity import sanity_params
 from orchestrator.search import search, trial_config
@@ -78,6 +79,11 @@ def validate(cfg: SweepConfig) -> None:
             preflight(trial, info)
         except ConfigError as err:
             raise err.under("student") from None
+    for i, method in enumerate(cfg.compare.baseline_methods()):
+        try:
+            preflight(trial_config(cfg, {"overrides": {"method": method}, "teacher_names": []}, {}), info)
+        except ConfigError as err:
+            raise err.under(f"compare.baselines[{i}]") from None
 
 
 def run_sweep(cfg: SweepConfig, *, resume: bool = False) -> list[dict[str, Any]]:
@@ -98,23 +104,39 @@ def run_sweep(cfg: SweepConfig, *, resume: bool = False) -> list[dict[str, Any]]
                1, res.autoscaling)
     storage.write_bytes(json.dumps(to_dict(cfg), sort_keys=True).encode(), *_record(cfg))
     specs = load_suite(e.suite)
-    say(f"== {cfg.name}: 1/4 teachers ({len(cfg.teachers)})")
+    stages = stage_count(cfg)
+    say(f"== {cfg.name}: 1/{stages} teachers ({len(cfg.teachers)})")
     rows = pretrain(PretrainConfig(storage=cfg.storage, storage_shared=cfg.storage_shared, resources=res.pretrain,
                                    autoscaling=res.autoscaling, teachers=cfg.teachers))
     store = ResultsStore(storage)
     store.append([{"key": f"teachers/{cfg.name}", "kind": "teachers", "sweep": cfg.name,
                    "metrics": {"teachers": [r["metrics"] for r in rows]}}])
     teacher_paths = {r["metrics"]["name"]: r["metrics"]["path"] for r in rows}
-    say(f"== {cfg.name}: 2/4 search ({cfg.search.num_samples} trials, {cfg.search.max_concurrent} at a time)")
+    say(f"== {cfg.name}: 2/{stages} search ({cfg.search.num_samples} trials{' per method' if _per_method(cfg) else ''}, "
+        f"{cfg.search.max_concurrent} at a time)")
     search(cfg, storage, teacher_paths, resume)
-    say(f"== {cfg.name}: 3/4 evaluation ({e.suite} suite, test split)")
-    targets = select_trials(store.read(kind="trial", sweep=cfg.name), cfg.search.objective, e.top_n) + [
+    compared = []
+    if cfg.compare.seeds:
+        say(f"== {cfg.name}: 3/{stages} comparison (the best of each method and the baselines, "
+            f"{cfg.compare.seeds} training seeds each)")
+        compared = replicate(cfg, storage, teacher_paths)
+    say(f"== {cfg.name}: {stages - 1}/{stages} evaluation ({e.suite} suite, test split)")
+    targets = select_trials(store.read(kind="trial", sweep=cfg.name), cfg.search.objective, e.top_n) + compared + [
         Target(teacher_paths.get(b, b), f"teacher:{b}" if b in teacher_paths else b) for b in e.baselines]
     tasks = plan(targets, data=cfg.data.dataset_kwargs(), split="test", specs=specs, shard_size=e.shard_size,
                  seed=e.seed, batch_size=e.batch_size, eps=cfg.student.eps)  # the sweep's one threat model
     execute(tasks, store, sweep=cfg.name, actors=e.actors, cpus_per_actor=e.cpus_per_actor,
-            gpus_per_actor=e.gpus_per_actor, sanity=sanity_params(e.sanity_points))
+            gpus_per_actor=e.gpus_per_actor, sanity=sanity_params(e.sanity_points), extend=True)
     return tasks
+
+
+def stage_count(cfg: SweepConfig) -> int:
+    """Teachers, search, [comparison], evaluation, report."""
+    return 5 if cfg.compare.seeds else 4
+
+
+def _per_method(cfg: SweepConfig) -> bool:
+    return cfg.search.budget == "per_method"
 
 
 def dry_run(cfg: SweepConfig, *, resume: bool = False) -> str:
@@ -160,17 +182,23 @@ def _claim(cfg: SweepConfig, storage: Storage, resume: bool) -> bool:
     finished one), a different config under the same name is refused, so nothing in an existing
     storage path is overwritten."""
     record = _record(cfg)
-    config = json.dumps(to_dict(cfg), sort_keys=True)
     started = storage.exists("tune", cfg.name)
-    if storage.exists(*record) and storage.read_bytes(*record).decode() != config:
+    if storage.exists(*record) and not _same_sweep(json.loads(storage.read_bytes(*record)), to_dict(cfg)):
         raise ConfigError("name", f"a different sweep named {cfg.name!r} exists in {storage.uri}; choose another "
-                          "name (--name) or storage")
+                          "name (--name) or storage (more compare.seeds extend it; nothing else may change)")
     if resume and not started:
         raise ConfigError("name", f"no sweep {cfg.name!r} in {storage.uri} to resume")
     if started and not storage.exists(*record):
         raise ConfigError("name", f"{storage.uri_of('tune', cfg.name)} exists but was not written by this sweep; "
                           "choose another name (--name) or storage")
     return started
+
+
+def _same_sweep(recorded: dict[str, Any], config: dict[str, Any]) -> bool:
+    """The same sweep, or the same with more comparison seeds (which extends it)."""
+    old, new = (dict(c, compare={**(c.get("compare") or {}), "seeds": 0}) for c in (recorded, config))
+    old_seeds = (recorded.get("compare") or {}).get("seeds", 0)
+    return old == new and config["compare"]["seeds"] >= old_seeds
 
 
 def _record(cfg: SweepConfig) -> tuple[str, str]:

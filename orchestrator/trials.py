@@ -22,6 +22,7 @@ def trial_row(sweep: str, trial_id: str, config: dict[str, Any], final: dict[str
               error: str | None, stopped: bool = False) -> dict[str, Any]:
     return {"key": f"trial/{sweep}/{trial_id}", "kind": "trial", "sweep": sweep, "run": trial_id,
             "metrics": {"method": config["overrides"]["method"]["name"], "teachers": config["teacher_names"],
+                        "overrides": config["overrides"],
                         "params": trial_params(config), "final": final, "checkpoint": checkpoint, "error": error,
                         "stopped": stopped}}
 
@@ -35,6 +36,15 @@ def select_trials(trials: list[dict[str, Any]], objective: str, top_n: int) -> l
                               for t in done])
         done = [t for i, t in enumerate(done) if i in front]
     return [Target(t["metrics"]["checkpoint"], f"{t['metrics']['method']}-{t['run']}") for t in done[:top_n]]
+
+
+def best_per_method(trials: list[dict[str, Any]], methods: list[str]) -> dict[str, dict[str, Any]]:
+    """Each method's best finished trial by validation W-Robust (methods without one are absent)."""
+    done = [t for t in trials if t["metrics"]["checkpoint"] and not t["metrics"]["error"]
+            and "overrides" in t["metrics"]]
+    done.sort(key=lambda t: -t["metrics"]["final"].get(SINGLE_METRIC, float("-inf")))
+    return {m: next(t for t in done if t["metrics"]["method"] == m) for m in methods
+            if any(t["metrics"]["method"] == m for t in done)}
 
 
 def pareto_front(points: list[tuple[float, float]]) -> set[int]:

@@ -1,16 +1,23 @@
 """Optuna define-by-run search spaces (module-level functions, picklable) and the YAML presets
-users start from (search_spaces/presets/*.yaml)."""
+users start from (search_spaces/presets/*.yaml). `SPACES` loads on first use (PEP 562): the
+presets are read without importing Optuna or torch (the command line's --help)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from search_spaces import distill
 from trainers.config import ConfigError
 from trainers.registry import unknown_name_message
 
-SPACES: dict[str, Callable[..., dict[str, Any]]] = {"distill": distill.space}
 PRESETS = Path(__file__).with_name("presets")
+
+
+def __getattr__(name: str) -> Any:
+    if name != "SPACES":
+        raise AttributeError(f"module 'search_spaces' has no attribute {name!r}")
+    from search_spaces import distill
+
+    return {"distill": distill.space}
 
 
 def preset_path(name_or_path: str) -> Path:

@@ -1,6 +1,19 @@
-"""Pure PyTorch: data, models, training methods, the training loop, checkpoints. Never imports Ray."""
-from trainers.callbacks import Callback, FitResult
-from trainers.loop import TrainingDiverged, fit
-from trainers.train_config import TrainConfig, load_train_config
+"""Pure PyTorch: data, models, training methods, the training loop, checkpoints. Never imports Ray.
 
-__all__ = ["Callback", "FitResult", "TrainConfig", "TrainingDiverged", "fit", "load_train_config"]
+The names below load on first use (PEP 562), so `import trainers.errors` or `trainers.config`
+(the command line's error path and its configs) does not import torch."""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {"Callback": "trainers.callbacks", "FitResult": "trainers.callbacks", "TrainingDiverged": "trainers.loop",
+          "fit": "trainers.loop", "TrainConfig": "trainers.train_config", "load_train_config": "trainers.train_config"}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'trainers' has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)

@@ -67,7 +67,8 @@ def test_tune_interrupted_and_restored_keeps_every_trial_in_the_stored_study(tmp
     storage = Storage(cfg.storage)
     flag = tmp_path / "interrupt"
     flag.touch()
-    tuner = tune.Tuner(tune.with_resources(objective, {"cpu": 0.5}), tune_config=_tune_config(cfg, storage),
+    tune_config = _tune_config(cfg, storage, cfg.name, cfg.search.options.plain())
+    tuner = tune.Tuner(tune.with_resources(objective, {"cpu": 0.5}), tune_config=tune_config,
                        run_config=tune.RunConfig(name="sw", storage_path=storage.uri_of("tune"), verbose=0,
                                                  callbacks=[InterruptOnce(str(flag), after=2)]))
     first = tuner.fit()
