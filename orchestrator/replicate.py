@@ -21,7 +21,7 @@ from orchestrator.evaluate import Target
 from orchestrator.ray_env import driver_resources
 from orchestrator.ray_train import run_training
 from orchestrator.results import ResultsStore
-from orchestrator.search import trial_config
+from orchestrator.search import checkpoint_uri, trial_config
 from orchestrator.storage import Storage
 from orchestrator.trials import best_per_method, trial_params
 from trainers.config import from_dict, to_dict
@@ -60,7 +60,7 @@ def replicate_driver(config: dict[str, Any], setup: dict[str, Any]) -> None:
                                                          f"seed{cell['seed']}"),
                           hparams={**trial_params(cell), "seed": cell["seed"]}, results_uri=storage.uri,
                           sweep=cfg.name, callbacks=[TuneReportCallback()])
-    checkpoint = result.checkpoint and f"{result.checkpoint.path}/best"
+    checkpoint = result.checkpoint and f"{checkpoint_uri(result.checkpoint)}/best"
     ResultsStore(storage).append([{"key": cell_key(cfg.name, cell), "kind": "replicate", "sweep": cfg.name,
                                    "run": label, "metrics": {**cell, "final": result.metrics,
                                                              "checkpoint": checkpoint}}])

@@ -38,7 +38,7 @@ def trial_driver(config: dict[str, Any], setup: dict[str, Any]) -> None:
     result = run_training(train, name=f"train-{trial_id}", storage=storage, resources=cfg.resources.trial,
                           tensorboard_dir=storage.uri_of("tensorboard", cfg.name, trial_id),
                           hparams=params, results_uri=storage.uri, sweep=cfg.name, callbacks=[TuneReportCallback()])
-    checkpoint = None if result.checkpoint is None else _uri(result.checkpoint) + "/best"
+    checkpoint = None if result.checkpoint is None else checkpoint_uri(result.checkpoint) + "/best"
     ResultsStore(storage).append([trial_row(cfg.name, trial_id, config, result.metrics, checkpoint,
                                             None if result.error is None else str(result.error))])
     if result.error is not None:
@@ -166,7 +166,8 @@ def _epoch_choices(train: dict[str, Any]) -> list[int]:
     return [int(e) for e in epochs] if isinstance(epochs, list) else [int(epochs)]
 
 
-def _uri(checkpoint: Any) -> str:
+def checkpoint_uri(checkpoint: Any) -> str:
+    """Where a Ray Train checkpoint lives, as a path or an s3:// / gs:// URI."""
     fs = checkpoint.filesystem
     scheme = getattr(fs, "type_name", "local")
     return checkpoint.path if scheme == "local" else f"{'gs' if scheme == 'gcs' else scheme}://{checkpoint.path}"

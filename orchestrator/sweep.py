@@ -157,12 +157,17 @@ def dry_run(cfg: SweepConfig, *, resume: bool = False) -> str:
                   "in the registry" if registry.lookup(t) else f"to train ({t.train.epochs} epochs)")
         lines.append(f"  {t.name:<20} {t.train.model.arch:<14} {t.train.method.name:<10} {status}")
     s = cfg.search
-    lines += [f"search: {s.num_samples} trials, {s.max_concurrent} at a time, objective {s.objective}, space "
+    lines += [f"search: {s.num_samples} trials{' per method' if _per_method(cfg) else ''}, {s.max_concurrent} at a time, objective {s.objective}, space "
               f"{s.space} over {', '.join(s.options.method)}; first points: "
               + ("; ".join(" ".join(f"{k}={v}" for k, v in p.items()) for p in s.points) or "none"),
               "  drawn from the space (examples): " + "; ".join(
                   f"{x['overrides']['method']['name']} with {'+'.join(x['teacher_names'])}"
                   for x in sample_trials(cfg, min(3, s.num_samples)))]
+    c = cfg.compare
+    if c.seeds:
+        baselines = ", ".join(b["name"] for b in c.baseline_methods()) or "none"
+        lines.append(f"comparison: the best configuration of each method and the baselines without distillation "
+                     f"({baselines}) trained again with {c.seeds} fresh seeds each, ranked by W-Robust ({c.metric})")
     attacks = ", ".join(spec.label for spec in load_suite(e.suite))
     lines += [f"evaluation: the best {e.top_n} trial(s) + baselines {', '.join(e.baselines) or 'none'}; suite "
               f"{e.suite} ({attacks}); sanity checks on {e.sanity_points or 'no'} points; {e.actors} actor(s) x "
