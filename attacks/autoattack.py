@@ -67,7 +67,9 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     unknown = [a for a in attacks or () if a not in COMPONENTS]
     if unknown:
         raise ValueError(f"unknown AutoAttack component(s) {unknown}; known: {list(COMPONENTS)}")
-    num_classes = _num_classes(model, x[:1])
+    num_classes, connected = _probe(model, x[:1])
+    if not connected:
+        model = _ZeroPath(model)
     adversary = AutoAttack(model, device=x.device, eps=eps, norm="Linf", seed=seed, version=version)
     adversary.verbose = False
     if attacks is not None:
@@ -94,6 +96,24 @@ def autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
     return x_adv.detach()
 
 
-def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
-    with torch.no_grad():
-        return int(model(x).shape[1])
+def _probe(model: nn.Module, x: torch.Tensor) -> tuple[int, bool]:
+    """The number of classes, and whether the logits have a gradient path from the input."""
+    x = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x)
+        connected = logits.requires_grad and torch.autograd.grad(logits.sum(), x, allow_unused=True)[0] is not None
+    return int(logits.shape[1]), connected
+
+
+class _ZeroPath(nn.Module):
+    """A model with no gradient path from its input (e.g. a hard threshold in front), given one
+    that carries an exact zero: the same logits, a zero input gradient, so the library's gradient
+    attacks find no direction (as for any zero gradient) instead of raising a raw autograd error."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        return logits + 0 * x.flatten(1).sum(1, keepdim=True).to(logits.dtype)

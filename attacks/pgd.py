@@ -93,7 +93,7 @@ def ascend(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, 
         xs.requires_grad_(True)
         logits = model(xs)
         loss = loss_fn(logits, ts)
-        (grad,) = torch.autograd.grad(loss.sum(), xs)
+        grad = input_gradient(loss.sum(), xs)
         xs = xs.detach()
         wrong = logits.detach().argmax(1) != ys
         if best is not None:
@@ -119,6 +119,17 @@ def ascend(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, 
             logits = model(xs)
             best.update(xs, logits.argmax(1) != ys, loss_fn(logits, ts), rows)
     return best.x
+
+
+def input_gradient(loss: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """d loss / d x, and zeros when the loss does not depend on x: a model with no gradient path
+    from its input (e.g. a hard threshold in front) has a zero derivative almost everywhere, so an
+    attack gets no direction from it instead of a raw autograd error; the `input_gradients`
+    sanity check fails such a model."""
+    if not loss.requires_grad:
+        return torch.zeros_like(x)
+    (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
+    return torch.zeros_like(x) if grad is None else grad
 
 
 def _take(rows: torch.Tensor | None, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -2,29 +2,28 @@
 adversarial examples that exist (Carlini et al., "On Evaluating Adversarial Robustness",
 https://arxiv.org/abs/1902.06705; Pintor et al., "Indicators of Attack Failure",
 https://arxiv.org/abs/2106.09947; the official AutoAttack's own checks). Each check returns a
-`Flag`: {check, status (ok | warn | fail | skip), reason (one line), figures}.
+`Flag` (attacks.sanity_flags).
 
 Model checks attack a seeded subsample again: the robustness curve (must not rise with eps), PGD
 at eps 1 (must reach ~0 %), PGD-100 with restarts against the suite's short PGD, the input
-gradients (zero / non-finite), two identical forward passes (a randomized model needs EOT),
-probabilities instead of logits, and transfer from each teacher. Suite checks only read the
-per-point masks the suite stored (in `attacks.sanity_suite`). Never imports Ray.
+gradients (a path, none zero or non-finite, and predicting the loss: attacks.sanity_gradients),
+two identical forward passes (a randomized model needs EOT), probabilities instead of logits, and
+transfer from each teacher. Suite checks read the per-point masks the suite stored
+(`attacks.sanity_suite`); the points only Square breaks are first re-attacked with stronger
+white-box attacks (`confirm_correct`). Never imports Ray.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from attacks import losses
 from attacks.scoring import check_perturbation, clean_correct, predict, robust_correct
 from attacks.pgd import require_eval_mode
 from attacks.registry import AttackSpec, run_attack
-
-Status = Literal["ok", "warn", "fail", "skip"]
-SEVERITY = {"skip": 0, "ok": 1, "warn": 2, "fail": 3}
+from attacks.sanity_flags import Flag, share
+from attacks.sanity_gradients import gradient_flag, quality_flag
 
 POINT_SHARE = 0.01
 """Slack of per-point comparisons between two attacks (their seeds and step sizes differ)."""
@@ -34,22 +33,6 @@ STEPS_DROP = 0.05
 """PGD-100 with restarts lowering robust accuracy by more than this: the short PGD is too weak."""
 RANDOM_TOL = 1e-5
 """Largest relative change of the logits between two identical forward passes of a deterministic model."""
-
-
-@dataclass(frozen=True)
-class Flag:
-    check: str
-    status: Status
-    reason: str
-    figures: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def verdict(flags: list[Flag]) -> Status:
-    """The worst status of the flags ("ok" when every check was skipped)."""
-    return max((f.status for f in flags if f.status != "skip"), key=SEVERITY.__getitem__, default="ok")
 
 
 @dataclass(frozen=True)
@@ -66,9 +49,14 @@ class SanityParams:
     strong_steps: int = 100
     strong_restarts: int = 2
     transfer_steps: int = 20
+    confirm_points: int = 100
+    """Most Square-only points re-attacked per checkpoint (a seeded sample; the survivors are scaled up)."""
+    confirm_steps: int = 200
+    confirm_restarts: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("points", "curve_steps", "unbounded_steps", "strong_steps", "strong_restarts", "transfer_steps"):
+        for name in ("points", "curve_steps", "unbounded_steps", "strong_steps", "strong_restarts", "transfer_steps",
+                     "confirm_points", "confirm_steps", "confirm_restarts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"sanity {name} must be >= 1, got {getattr(self, name)}")
         if not self.factors or any(f <= 0 for f in self.factors) or list(self.factors) != sorted(self.factors):
@@ -82,16 +70,20 @@ class SanityParams:
                                   "restarts": self.strong_restarts, "random_start": "uniform"},
                           f"PGD-{self.strong_steps}x{self.strong_restarts}")
 
+    def confirm(self, eps: float) -> list[AttackSpec]:
+        """The stronger white-box attacks a Square-only point must survive to count: APGD-T (the
+        library's 9 targets, 100 iterations), then PGD on the CW margin, many steps and restarts."""
+        name = f"PGD-CW-{self.confirm_steps}x{self.confirm_restarts}"
+        return [AttackSpec("apgd_t", {"eps": eps}, "APGD-T"),
+                AttackSpec("pgd", {"eps": eps, "loss": "cw", "steps": self.confirm_steps, "step_size": eps / 10,
+                                   "restarts": self.confirm_restarts, "random_start": "uniform"}, name)]
+
 
 def subsample(n: int, points: int, seed: int) -> torch.Tensor:
     """`points` distinct indices of [0, n) (all of them when n <= points), sorted, under `seed`."""
     if n <= points:
         return torch.arange(n)
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:points].sort().values
-
-
-def share(k: int, n: int) -> str:
-    return f"{k} point{'s' if k != 1 else ''} ({k / max(n, 1):.1%})"
 
 
 # ---- the robustness curve and the unbounded attack --------------------------------------------
@@ -157,29 +149,7 @@ def steps_flag(weak: torch.Tensor, strong: torch.Tensor, weak_label: str, strong
     return Flag("more_steps", "ok", f"{weak_label} vs {strong_label}: {rates}", figures)
 
 
-# ---- gradients, randomness, outputs -----------------------------------------------------------
-
-def gradient_flag(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int) -> Flag:
-    """Input gradients of the CE loss at the clean points: none zero, all finite."""
-    require_eval_mode(model)
-    zero = nonfinite = 0
-    for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size].detach().clone().requires_grad_(True)
-        logits = model(xb)
-        (grad,) = torch.autograd.grad(losses.cross_entropy(logits, y[i:i + batch_size]).sum(), xb)
-        flat = grad.flatten(1)
-        bad = ~torch.isfinite(flat).all(1) | ~torch.isfinite(logits.detach()).all(1)
-        nonfinite += int(bad.sum())
-        zero += int(((flat.abs().sum(1) == 0) & ~bad).sum())
-    n = len(x)
-    figures = {"zero": zero, "nonfinite": nonfinite, "n": n}
-    if nonfinite:
-        return Flag("input_gradients", "fail", f"non-finite logits or input gradients on {share(nonfinite, n)}", figures)
-    if zero:
-        return Flag("input_gradients", "warn", f"zero input gradient on {share(zero, n)}: gradient attacks cannot "
-                    "move these points", figures)
-    return Flag("input_gradients", "ok", f"input gradients finite and non-zero on all {n} points", figures)
-
+# ---- randomness, outputs ----------------------------------------------------------------------
 
 @torch.no_grad()
 def _logits(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -228,6 +198,19 @@ def transfer_correct(surrogate: nn.Module, target: nn.Module, x: torch.Tensor, y
     return correct
 
 
+def confirm_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, params: SanityParams,
+                    seed: int, batch_size: int) -> tuple[torch.Tensor, dict[str, int]]:
+    """Per point: correct under every attack of `params.confirm(eps)`, run as a cascade (each on the
+    points the previous ones leave); and how many points each attack broke."""
+    robust = clean_correct(model, x, y, batch_size)
+    broken = {}
+    for spec in params.confirm(eps):
+        before = int(robust.sum())
+        robust = robust_correct(model, x, y, spec, seed=seed, batch_size=batch_size, clean=robust)
+        broken[spec.display] = before - int(robust.sum())
+    return robust, broken
+
+
 def run_model_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, weak: AttackSpec,
                      params: SanityParams, eot: bool, seed: int,
                      batch_size: int) -> tuple[list[Flag], torch.Tensor]:
@@ -239,8 +222,11 @@ def run_model_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps:
     clean = curve[0.0]
     weak_mask = robust_correct(model, x, y, weak, seed=seed, batch_size=batch_size, clean=clean)
     strong_mask = robust_correct(model, x, y, strong, seed=seed, batch_size=batch_size, clean=clean)
+    randomness = randomness_flag(model, x, batch_size=batch_size, eot=eot)
+    deterministic = randomness.figures["relative_change"] <= RANDOM_TOL
     flags = [monotone_flag(curve), unbounded_flag(model, x, y, params=params, seed=seed, batch_size=batch_size),
              steps_flag(weak_mask, strong_mask, weak.display, strong.display),
              gradient_flag(model, x, y, batch_size=batch_size),
-             randomness_flag(model, x, batch_size=batch_size, eot=eot), logits_flag(model, x, batch_size=batch_size)]
+             quality_flag(model, x, y, batch_size=batch_size, deterministic=deterministic),
+             randomness, logits_flag(model, x, batch_size=batch_size)]
     return flags, weak_mask & strong_mask

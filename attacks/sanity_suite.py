@@ -1,5 +1,7 @@
-"""Sanity checks that only read what the suite already stored: per-point masks of each attack,
-the library's own check messages, and the facts of the evaluation protocol. Nothing is re-run.
+"""Sanity checks that read what the suite already stored: per-point masks of each attack, the
+library's own check messages, and the facts of the evaluation protocol. Nothing of the suite is
+re-run; the black-box check counts only the Square-only points (`square_only`) that survive a
+stronger white-box attack (`attacks.sanity.confirm_correct`, run on those points alone).
 
 Masks are per point over the evaluated split (True: correct under the attack, and clean).
 """
@@ -11,10 +13,13 @@ from typing import Any, Mapping
 import torch
 
 from attacks.metrics import worst_case
-from attacks.sanity import POINT_SHARE, Flag, share
+from attacks.sanity import POINT_SHARE
+from attacks.sanity_flags import Flag, share
 
 SQUARE_SHARE = 0.002
-"""AutoAttack's own threshold (check_square_sr): Square may beat the gradient attacks on at most 0.2 % of points."""
+"""AutoAttack's own threshold (check_square_sr): Square may beat the gradient attacks on at most
+0.2 % of points. AutoAttack applies it after its whole cascade (APGD-CE, APGD-T, FAB-T); after a
+weaker suite, one point of a few hundred crosses it on honest models, hence the confirmation."""
 GRADIENT = {"fgsm", "pgd", "cw_inf", "apgd_ce", "apgd_dlr", "apgd_t", "fab_t"}
 
 
@@ -29,20 +34,48 @@ def attack_kind(params: Mapping[str, Any]) -> str:
     return "mixed"
 
 
-def black_box_flag(masks: Mapping[str, torch.Tensor], kinds: Mapping[str, str]) -> Flag:
-    """Points Square breaks but no gradient attack does: a gradient-masking warning above 0.2 %."""
+def square_only(masks: Mapping[str, torch.Tensor], kinds: Mapping[str, str]) -> torch.Tensor | None:
+    """Indices of the points Square breaks and no gradient attack does; None when the suite has no
+    Square or no gradient attack."""
     square = [m for a, m in masks.items() if kinds[a] == "black-box"]
     gradient = [m for a, m in masks.items() if kinds[a] == "gradient"]
     if not square or not gradient:
-        missing = "black-box (Square)" if not square else "gradient"
+        return None
+    return torch.nonzero(worst_case(gradient) & ~worst_case(square)).flatten()
+
+
+def black_box_flag(masks: Mapping[str, torch.Tensor], kinds: Mapping[str, str],
+                   confirmation: Mapping[str, Any] | None = None) -> Flag:
+    """Points Square breaks but no gradient attack does, confirmed: a gradient-masking warning when
+    more than 0.2 % of the points survive the stronger white-box attacks too. `confirmation`:
+    {reattacked, survived, attacks} of those points (a sample of them when there are many, the
+    survivors then scaled up); None when they have not been re-attacked yet."""
+    only = square_only(masks, kinds)
+    if only is None:
+        if "mixed" in kinds.values():
+            return Flag("black_box", "skip", "the suite's AutoAttack cascade ends with Square and applies the 0.2 % "
+                        "rule itself (autoattack_checks); no separate Square or gradient attack to compare")
+        missing = "black-box (Square)" if "black-box" not in kinds.values() else "gradient"
         return Flag("black_box", "skip", f"the suite has no {missing} attack")
-    only = int((worst_case(gradient) & ~worst_case(square)).sum())
-    n = len(square[0])
-    figures = {"square_only": only, "n": n, "threshold": SQUARE_SHARE}
-    if only > SQUARE_SHARE * n:
-        return Flag("black_box", "warn", f"Square breaks {share(only, n)} that no gradient attack breaks "
-                    f"(AutoAttack's threshold {SQUARE_SHARE:.1%}): possible gradient masking", figures)
-    return Flag("black_box", "ok", f"Square alone breaks {share(only, n)}", figures)
+    n, k = len(next(iter(masks.values()))), len(only)
+    figures = {"square_only": k, "n": n, "threshold": SQUARE_SHARE}
+    found = f"Square breaks {share(k, n)} that no gradient attack of the suite breaks"
+    rule = f"AutoAttack's threshold {SQUARE_SHARE:.1%}"
+    if not k:
+        return Flag("black_box", "ok", found, figures)
+    if confirmation is None:
+        if k <= SQUARE_SHARE * n:
+            return Flag("black_box", "ok", f"{found} ({rule})", figures)
+        return Flag("black_box", "warn", f"{found}, not yet re-attacked by a stronger white-box attack (re-run the "
+                    f"evaluation to confirm them), above {rule}: possible gradient masking", figures)
+    tried, survived = confirmation["reattacked"], confirmation["survived"]
+    confirmed = survived if tried >= k else round(survived * k / tried)
+    figures.update(reattacked=tried, survived=survived, confirmed=confirmed, attacks=list(confirmation["attacks"]))
+    sample = "" if tried >= k else f" (a sample of {tried}: ~{share(confirmed, n)} of all)"
+    counts = f"{found}; {survived} of the {tried} survive {' and '.join(confirmation['attacks'])}{sample}"
+    if confirmed > SQUARE_SHARE * n:
+        return Flag("black_box", "warn", f"{counts}, above {rule}: possible gradient masking", figures)
+    return Flag("black_box", "ok", f"{counts} ({rule})", figures)
 
 
 def fgsm_flag(masks: Mapping[str, torch.Tensor], names: Mapping[str, str], kinds: Mapping[str, str]) -> Flag:
@@ -101,11 +134,15 @@ def format_eps(eps: float) -> str:
 
 
 def protocol_flag(facts: Mapping[str, Any]) -> Flag:
-    """The evaluation protocol and its deviations from the rules reported numbers follow: the
-    dataset's eps exactly, every point of the test split, one library version, fp32, the training
-    batch as configured, a recorded checkpoint selection rule."""
-    eps, default = facts["eps"], facts["dataset_eps"]
+    """The evaluation protocol and its deviations from the rules reported numbers follow: the eps
+    the checkpoint was trained at (`threat_eps` of its sidecar, when recorded) and the dataset's
+    eps exactly, every point of the test split, one library version, fp32, the training batch as
+    configured, a recorded checkpoint selection rule."""
+    eps, default, trained = facts["eps"], facts["dataset_eps"], facts.get("threat_eps")
     deviations = []
+    if trained is not None and not math.isclose(eps, trained, rel_tol=0, abs_tol=1e-9):
+        deviations.append(f"evaluated at eps {format_eps(eps)}, but the checkpoint was trained at eps "
+                          f"{format_eps(trained)} (its threat_eps)")
     if not math.isclose(eps, default, rel_tol=0, abs_tol=1e-9):
         rounding = " (a rounding of it)" if abs(eps - default) <= 0.02 * default else ""
         deviations.append(f"eps {format_eps(eps)} is not the {facts['dataset']} default {format_eps(default)} "
@@ -127,6 +164,7 @@ def protocol_flag(facts: Mapping[str, Any]) -> Flag:
         deviations.append("checkpoint selection rule not recorded")
     if deviations:
         return Flag("protocol", "warn", "; ".join(deviations), dict(facts))
-    summary = (f"eps {format_eps(eps)}, all {facts['split_size']} {facts['split']} points, pyautoattack "
+    trained_at = " (the training eps)" if trained is not None else ""
+    summary = (f"eps {format_eps(eps)}{trained_at}, all {facts['split_size']} {facts['split']} points, pyautoattack "
                f"{facts['autoattack_installed']}, fp32, {facts['selection']}")
     return Flag("protocol", "ok", summary, dict(facts))

@@ -23,7 +23,7 @@ from orchestrator import console
 from orchestrator.eval_pool import EvalTask, run_local, run_pool
 from orchestrator.ray_env import init_ray
 from orchestrator.results import ResultsStore, unpack_mask
-from orchestrator.sanity import SanityParams, SanityTask, plan_sanity, sanity_line, sanity_row
+from orchestrator.sanity import SanityParams, plan_confirmations, plan_sanity, sanity_line, sanity_row
 from orchestrator.storage import Storage, localize
 from orchestrator.teacher_registry import TeacherRegistry
 from trainers.checkpoint import checkpoint_dir, read_document, verify_checkpoint
@@ -120,8 +120,18 @@ def execute(tasks: list[EvalTask], store: ResultsStore, *, sweep: str, actors: i
     checks = [] if sanity is None else plan_sanity(tasks, store, sweep=sweep, params=sanity)
     done = store.keys(kind="eval")
     pending = checks + [t for t in tasks if t.key not in done]  # a clean row lands with its shard's first attack row
+    pool = dict(local=local, actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor)
+    _run(pending, store, done, sweep=sweep, **pool)
+    if sanity is not None:  # re-attacks the points only Square broke: reads the suite's rows, so after them
+        _run(plan_confirmations(tasks, store, sweep=sweep, params=sanity), store, done, sweep=sweep, **pool)
+    return len(pending) - len(checks)
+
+
+def _run(pending: list, store: ResultsStore, done: set[str], *, sweep: str, local: bool, actors: int,
+         cpus_per_actor: float, gpus_per_actor: float) -> None:
+    """Run tasks (locally or on the pool) and append each one's rows as it finishes."""
     if not pending:
-        return 0
+        return
     if not local:
         init_ray()
     results: Iterable = run_local(pending) if local else run_pool(
@@ -129,7 +139,7 @@ def execute(tasks: list[EvalTask], store: ResultsStore, *, sweep: str, actors: i
     with console.progress(len(pending), "evaluation", "tasks") as bar:
         for task, res in results:
             bar.update(1)
-            if isinstance(task, SanityTask):
+            if not isinstance(task, EvalTask):  # the sanity checks' tasks
                 store.append([sanity_row(task, res, sweep)])
                 console.say(sanity_line(task, res))
                 continue
@@ -141,7 +151,6 @@ def execute(tasks: list[EvalTask], store: ResultsStore, *, sweep: str, actors: i
             store.append(rows)
             bar.set_postfix_str(f"{task.run} {task.spec.display} shard {task.shard} ({res['seconds']:.1f} s)",
                                 refresh=False)
-    return len(pending) - len(checks)
 
 
 def _canonical(metrics: dict[str, Any]) -> str:

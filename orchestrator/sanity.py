@@ -2,8 +2,10 @@
 suite's: one per checkpoint, and one per teacher of an evaluated student that is not evaluated
 itself (for its robustness curve). Each writes a row of kind "sanity" keyed by the weights'
 hash, the check parameters and the seed, so a re-run reuses it; a "sanity_plan" row per
-evaluation names the rows it reports. Verdicts are assembled at read time, with the checks that
-read the suite's stored masks (orchestrator.sanity_report).
+evaluation names the rows it reports. Once the suite's rows are stored, a "confirm" task per
+checkpoint re-attacks the points only Square broke with stronger white-box attacks (a row of
+kind "sanity_confirm", named by the evaluation's "confirm_plan" row). Verdicts are assembled at
+read time, with the checks that read the suite's stored masks (orchestrator.sanity_report).
 """
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ from typing import Any
 import torch
 
 from attacks import AttackSpec
-from attacks.autoattack import VERSION as AUTOATTACK_VERSION
-from attacks.sanity import SanityParams, run_model_checks, subsample, transfer_correct
+from attacks.autoattack import VERSION as AUTOATTACK_VERSION, library_warnings
+from attacks.sanity import SanityParams, confirm_correct, run_model_checks, subsample, transfer_correct
+from attacks.sanity_suite import attack_kind, square_only
 from orchestrator.eval_pool import Cache, EvalTask, split_id
 from orchestrator.results import ResultsStore, pack_mask, unpack_mask
 from orchestrator.storage import localize
@@ -85,10 +88,81 @@ class SanityTask:
                  "split_size": len(split.y), "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
                  "autocast": torch.is_autocast_enabled(), "autoattack_installed": AUTOATTACK_VERSION,
                  "train_batch": sidecar.get("batch"), "selection": selection_rule(self.checkpoint, sidecar),
-                 "eval_batch_size": self.batch_size}
+                 "threat_eps": sidecar.get("threat_eps"), "eval_batch_size": self.batch_size}
         return {"key": self.key, "flags": [f.to_dict() for f in flags], "indices": idx.tolist(),
                 "whitebox": _b64(whitebox), "transfer": transfer, "facts": facts,
                 "seconds": time.perf_counter() - start}
+
+
+@dataclass(frozen=True)
+class ConfirmTask:
+    """Re-attack the points Square broke and no gradient attack of the suite did, with the stronger
+    white-box attacks of `params.confirm`: the black-box check counts only the survivors."""
+
+    checkpoint: str
+    checkpoint_id: str
+    run: str
+    data: dict[str, Any]
+    split: str
+    eps: float
+    square_only: int
+    """How many points only Square broke; `indices` are all of them or a seeded sample."""
+    indices: tuple[int, ...]
+    params: SanityParams
+    seed: int
+    batch_size: int = field(compare=False)
+
+    @property
+    def start(self) -> int:
+        """The pool orders tasks by (checkpoint, start)."""
+        return -1
+
+    @property
+    def key(self) -> str:
+        identity = json.dumps({"eps": self.eps, "attacks": [s.key for s in self.params.confirm(self.eps)],
+                               "indices": self.indices}, sort_keys=True)
+        digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+        return f"confirm/{self.checkpoint_id[:16]}/{split_id(self.data, self.split)}/{digest}/seed{self.seed}"
+
+    def run_on(self, cache: Cache) -> dict[str, Any]:
+        start = time.perf_counter()
+        split = cache.dataset(self.data).split(self.split)
+        idx = torch.tensor(self.indices, dtype=torch.long)
+        x, y = as_float(split.x[idx]).to(cache.device), split.y[idx].to(cache.device)
+        model = cache.model(self.checkpoint)
+        with eval_mode(model), library_warnings():  # APGD-T's messages are the suite's business, not this check's
+            survived, broken = confirm_correct(model, x, y, eps=self.eps, params=self.params, seed=self.seed,
+                                               batch_size=self.batch_size)
+        return {"key": self.key, "survived": pack_mask(survived), "metrics": {
+            "square_only": self.square_only, "reattacked": len(idx), "survived": int(survived.sum()),
+            "broken_by": broken, "attacks": [s.display for s in self.params.confirm(self.eps)],
+            "indices": list(self.indices), "seconds": time.perf_counter() - start}}
+
+
+def plan_confirmations(tasks: list[EvalTask], store: ResultsStore, *, sweep: str,
+                       params: SanityParams) -> list[ConfirmTask]:
+    """After the suite's rows of evaluation `sweep` are stored: per checkpoint, the points only
+    Square broke (attacks.sanity_suite.square_only); record which confirmation row the evaluation
+    reports in its "confirm_plan" row and return the tasks whose rows are missing."""
+    from orchestrator.evaluate import read_masks  # evaluate imports this module
+
+    masks = read_masks(store, sweep)
+    runs: dict[str, list[EvalTask]] = {}
+    for t in tasks:
+        runs.setdefault(t.run, []).append(t)
+    planned: dict[str, ConfirmTask] = {}
+    for run, mine in runs.items():
+        kinds = {t.spec.display: attack_kind({"name": t.spec.name, **t.spec.params}) for t in mine}
+        only = square_only({a: masks[run][a] for a in kinds}, kinds)
+        if only is not None and len(only):
+            t = mine[0]
+            pick = only[subsample(len(only), params.confirm_points, t.seed)]
+            planned[run] = ConfirmTask(t.checkpoint, t.checkpoint_id, run, t.data, t.split, t.eps, len(only),
+                                       tuple(pick.tolist()), params, t.seed, t.batch_size)
+    store.append([{"key": f"confirm_plan/{sweep}", "kind": "confirm_plan", "sweep": sweep,
+                   "metrics": {"entries": {run: task.key for run, task in planned.items()}}}])
+    done = store.keys(kind="sanity_confirm")
+    return [task for task in planned.values() if task.key not in done]
 
 
 def sanity_params(points: int, field_name: str = "sanity_points") -> SanityParams | None:
@@ -163,7 +237,12 @@ def _teachers(checkpoint: str, evaluated: dict[str, str],
     return found, missing
 
 
-def sanity_row(task: SanityTask, res: dict[str, Any], sweep: str) -> dict[str, Any]:
+def sanity_row(task: SanityTask | ConfirmTask, res: dict[str, Any], sweep: str) -> dict[str, Any]:
+    if isinstance(task, ConfirmTask):  # the survivors as the row's mask, both counts in its metrics
+        m = res["metrics"]
+        return {"key": task.key, "kind": "sanity_confirm", "sweep": sweep, "run": task.run, "split": task.split,
+                "n": m["reattacked"], "correct": m["survived"], "mask": res["survived"],
+                "metrics": {**m, "checkpoint": task.checkpoint, "checkpoint_id": task.checkpoint_id, "seed": task.seed}}
     metrics = {k: res[k] for k in ("flags", "indices", "whitebox", "transfer", "facts", "seconds")}
     return {"key": task.key, "kind": "sanity", "sweep": sweep, "run": task.run, "split": task.split,
             "n": len(res["indices"]), "metrics": {**metrics, "checkpoint": task.checkpoint,
@@ -171,8 +250,12 @@ def sanity_row(task: SanityTask, res: dict[str, Any], sweep: str) -> dict[str, A
                                                   "params": asdict(task.params), "weak": task.weak.key}}
 
 
-def sanity_line(task: SanityTask, res: dict[str, Any]) -> str:
-    """One console line per checkpoint's model checks: the flags that are not ok."""
+def sanity_line(task: SanityTask | ConfirmTask, res: dict[str, Any]) -> str:
+    """One console line per checkpoint's model checks (the flags that are not ok) and per confirmation."""
+    if isinstance(task, ConfirmTask):
+        m = res["metrics"]
+        return (f"sanity checks {task.run}: {m['survived']} of {m['reattacked']} points only Square broke survive "
+                f"{' and '.join(m['attacks'])} ({m['seconds']:.1f} s)")
     worst = [f for f in res["flags"] if f["status"] in ("warn", "fail")]
     found = ", ".join(f"{f['check']} {f['status']}" for f in worst) or "model checks ok"
     return f"sanity checks {task.run}: {found} ({res['seconds']:.1f} s)"

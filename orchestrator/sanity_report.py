@@ -1,7 +1,8 @@
 """Sanity verdicts of an evaluation, from the results store alone: the model checks stored by the
 sanity tasks, plus the checks that read the suite's per-point masks (Square vs the gradient
-attacks, FGSM vs the iterative ones, transfer from the teachers vs white-box), AutoAttack's own
-check messages and the protocol record. Printed by orchestrator.evaluate, a section and a
+attacks, confirmed by the stored re-attack of the points only Square broke; FGSM vs the
+iterative ones; transfer from the teachers vs white-box), AutoAttack's own check messages and
+the protocol record. Printed by orchestrator.evaluate, a section and a
 robustness-curve figure of the report."""
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ import torch
 
 from attacks.metrics import worst_case
 from attacks.registry import ATTACKS
-from attacks.sanity import Flag, verdict
+from attacks.sanity_flags import Flag, verdict
 from attacks.sanity_suite import attack_kind, black_box_flag, fgsm_flag, library_flag, protocol_flag, transfer_flag
 from orchestrator.evaluate import point_masks
 from orchestrator.results import ResultsStore
 from orchestrator.sanity import decode_mask
 
-CHECKS = ("monotone_eps", "unbounded", "more_steps", "input_gradients", "randomness", "logits", "black_box",
-          "fgsm_vs_iterative", "transfer", "autoattack_checks", "protocol")
+CHECKS = ("monotone_eps", "unbounded", "more_steps", "input_gradients", "gradient_quality", "randomness", "logits",
+          "black_box", "fgsm_vs_iterative", "transfer", "autoattack_checks", "protocol")
 CURVE_FIGURE = "robustness_curves.png"
 
 
@@ -34,13 +35,15 @@ def read_verdicts(store: ResultsStore, name: str) -> list[dict[str, Any]]:
     keys = {e["key"] for e in entries} | {e["clean_key"] for e in entries}
     eval_rows = {r["key"]: r for r in store.read(kind="eval", key=keys)} if keys else {}
     masks = point_masks(entries, eval_rows) if entries else {}
+    confirmed = _confirmations(store, name)
     out = []
     for entry in plans[0]["metrics"]["entries"]:
         row = rows.get(entry["key"])
         if row is None:
             continue
         mine = [e for e in entries if e["run"] == entry["run"]]
-        flags = [Flag(**f) for f in row["metrics"]["flags"]] + _suite_flags(entry, row, mine, masks, eval_rows)
+        flags = [Flag(**f) for f in row["metrics"]["flags"]] + _suite_flags(entry, row, mine, masks, eval_rows,
+                                                                               confirmed.get(entry["run"]))
         flags.sort(key=lambda f: CHECKS.index(f.check) if f.check in CHECKS else len(CHECKS))
         curve = next(f.figures for f in flags if f.check == "monotone_eps")
         out.append({"run": entry["run"], "role": entry["role"], "verdict": verdict(flags), "flags": flags,
@@ -48,8 +51,19 @@ def read_verdicts(store: ResultsStore, name: str) -> list[dict[str, Any]]:
     return out
 
 
+def _confirmations(store: ResultsStore, name: str) -> dict[str, dict[str, Any]]:
+    """Per run, the stored re-attack of its Square-only points that evaluation `name` planned."""
+    plans = store.read(kind="confirm_plan", sweep=name)
+    planned = plans[0]["metrics"]["entries"] if plans else {}
+    if not planned:
+        return {}
+    stored = {r["key"]: r["metrics"] for r in store.read(kind="sanity_confirm", key=set(planned.values()))}
+    return {run: stored[key] for run, key in planned.items() if key in stored}
+
+
 def _suite_flags(entry: dict[str, Any], row: dict[str, Any], mine: list[dict[str, Any]],
-                 masks: dict[str, dict[str, torch.Tensor]], eval_rows: dict[str, dict[str, Any]]) -> list[Flag]:
+                 masks: dict[str, dict[str, torch.Tensor]], eval_rows: dict[str, dict[str, Any]],
+                 confirmation: dict[str, Any] | None) -> list[Flag]:
     m = row["metrics"]
     n, idx = row["n"], torch.tensor(m["indices"], dtype=torch.long)
     params = {e["attack"]: eval_rows[e["key"]]["attack_params"] for e in mine if e["key"] in eval_rows}
@@ -70,7 +84,7 @@ def _suite_flags(entry: dict[str, Any], row: dict[str, Any], mine: list[dict[str
     transfer = {t: decode_mask(text, n) for t, text in m["transfer"].items()}
     messages = [w for e in mine if e["key"] in eval_rows for w in eval_rows[e["key"]]["metrics"].get("library_warnings", [])]
     ran_library = any(ATTACKS[params[a]["name"]][2] for a in run_masks if params[a].get("name") in ATTACKS)
-    return [black_box_flag(run_masks, kinds), fgsm_flag(run_masks, names, kinds),
+    return [black_box_flag(run_masks, kinds, confirmation), fgsm_flag(run_masks, names, kinds),
             transfer_flag(transfer, whitebox, entry.get("missing_teachers", [])), library_flag(messages, ran_library),
             protocol_flag(facts)]
 
