@@ -30,7 +30,8 @@ def test_pretrain_then_distill_with_the_default_storage(project):
     assert pretrain.returncode == 0, (pretrain.stdout + pretrain.stderr)[-4000:]
     storage = Storage(project / "runs")
     (row,) = TeacherRegistry(storage).rows()
-    assert row["metrics"]["path"] == str(project / "runs" / "teachers" / row["key"] / "best")
+    version = row["metrics"]["version"]  # a registration is a new version folder
+    assert row["metrics"]["path"] == str(project / "runs" / "teachers" / row["key"] / version / "best")
     assert "cnn_at" in pretrain.stdout and row["metrics"]["path"] in pretrain.stdout
 
     (project / "distill.yaml").write_text(yaml.safe_dump({"name": "rslad-tiny", "train": {
