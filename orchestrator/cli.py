@@ -157,7 +157,8 @@ def _evaluate(argv: Sequence[str]) -> int:
             raise UsageError(f"{flag}: must be >= {low}, got {value}")
     if args.cpus_per_actor <= 0:
         raise UsageError(f"--cpus-per-actor: must be > 0, got {args.cpus_per_actor}")
-    from orchestrator.evaluate import evaluate_checkpoints, format_table, read_masks, read_summary, repeated_trials
+    from orchestrator.evaluate import evaluate_checkpoints
+    from orchestrator.summary import format_table, read_masks, read_summary, repeated_trials
     from orchestrator.ray_env import show_ray_output
     from orchestrator.results import ResultsStore
     from orchestrator.sanity import sanity_params

@@ -47,6 +47,6 @@ def distill(cfg: DistillConfig) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from orchestrator.cli import run_command
+    from orchestrator.entry import main
 
-    raise SystemExit(run_command("distill"))
+    main("distill")

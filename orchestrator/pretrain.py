@@ -99,6 +99,6 @@ def pretrain(cfg: PretrainConfig, *, force: bool = False, only: list[str] | None
 
 
 if __name__ == "__main__":
-    from orchestrator.cli import run_command
+    from orchestrator.entry import main
 
-    raise SystemExit(run_command("pretrain"))
+    main("pretrain")

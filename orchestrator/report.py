@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from orchestrator.comparison_report import FIGURE as COMPARISON_FIGURE  # noqa: E402
 from orchestrator.comparison_report import comparison_png, comparison_section, seed_scores  # noqa: E402
 from orchestrator.console import percent  # noqa: E402
-from orchestrator.evaluate import read_summary  # noqa: E402
+from orchestrator.summary import read_summary  # noqa: E402
 from orchestrator.importance import FIGURE, Group, importance_groups, importance_markdown, importance_png  # noqa: E402
 from orchestrator.results import ResultsStore  # noqa: E402
 from orchestrator.sanity_report import (CURVE_FIGURE, read_verdicts, robustness_curves_png,  # noqa: E402
@@ -209,6 +209,6 @@ def _w_robust_png(summary: list[dict[str, Any]]) -> bytes:
 
 
 if __name__ == "__main__":
-    from orchestrator.cli import run_command
+    from orchestrator.entry import main
 
-    raise SystemExit(run_command("report"))
+    main("report")

@@ -26,6 +26,7 @@ from attacks.sanity_suite import attack_kind, square_only
 from orchestrator.eval_pool import Cache, EvalTask, split_id
 from orchestrator.results import ResultsStore, pack_mask, unpack_mask
 from orchestrator.storage import localize
+from orchestrator.summary import read_masks
 from orchestrator.teacher_registry import TeacherRegistry
 from trainers.checkpoint import CheckpointError, checkpoint_dir, read_document
 from trainers.config import ConfigError
@@ -144,7 +145,6 @@ def plan_confirmations(tasks: list[EvalTask], store: ResultsStore, *, sweep: str
     """After the suite's rows of evaluation `sweep` are stored: per checkpoint, the points only
     Square broke (attacks.sanity_suite.square_only); record which confirmation row the evaluation
     reports in its "confirm_plan" row and return the tasks whose rows are missing."""
-    from orchestrator.evaluate import read_masks  # evaluate imports this module
 
     masks = read_masks(store, sweep)
     runs: dict[str, list[EvalTask]] = {}

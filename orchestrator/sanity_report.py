@@ -15,7 +15,7 @@ from attacks.metrics import worst_case
 from attacks.registry import ATTACKS
 from attacks.sanity_flags import Flag, verdict
 from attacks.sanity_suite import attack_kind, black_box_flag, fgsm_flag, library_flag, protocol_flag, transfer_flag
-from orchestrator.evaluate import point_masks
+from orchestrator.summary import point_masks
 from orchestrator.results import ResultsStore
 from orchestrator.sanity import decode_mask
 

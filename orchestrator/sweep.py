@@ -211,6 +211,6 @@ def _record(cfg: SweepConfig) -> tuple[str, str]:
 
 
 if __name__ == "__main__":
-    from orchestrator.cli import run_command
+    from orchestrator.entry import main
 
-    raise SystemExit(run_command("sweep"))
+    main("sweep")

@@ -9,7 +9,8 @@ import torch
 
 from attacks import AttackSpec
 from orchestrator.eval_pool import run_local, run_pool
-from orchestrator.evaluate import Target, execute, load_suite, plan, read_summary
+from orchestrator.evaluate import Target, execute, load_suite, plan
+from orchestrator.summary import read_summary
 from orchestrator.results import ResultsStore, unpack_mask
 from orchestrator.storage import Storage
 from trainers.checkpoint import save_model

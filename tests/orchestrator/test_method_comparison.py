@@ -4,11 +4,6 @@ the comparison's training and the sweep run again: every seed's row is in the st
 every seed run is evaluated on all test points, and the report opens with the comparison."""
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 
 import pyarrow.parquet as pq
@@ -19,10 +14,8 @@ import yaml
 from orchestrator.cli import run_command
 from orchestrator.results import ResultsStore
 from orchestrator.storage import Storage
-from test_sweep_resume_after_kill import kill_new_processes
+from killed_sweep import kill_sweep_when
 from tiny import tiny_sweep
-
-import psutil
 
 pytestmark = pytest.mark.timeout(900)
 SEEDS = 2
@@ -50,20 +43,8 @@ def test_a_comparison_killed_mid_training_resumes_with_every_seed_once(tmp_path)
     config.write_text(yaml.safe_dump(spec))
     storage = Storage(tmp_path / "store")
     store = ResultsStore(storage)
-    existing = set(psutil.pids())
-    log = tmp_path / "driver.log"
-    driver = subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", "--config", str(config)],
-                              start_new_session=True, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 600
-        while not store.keys(kind="replicate", sweep="cmp"):
-            assert driver.poll() is None and time.time() < deadline, (
-                "the comparison never finished a run:\n" + log.read_text()[-3000:])
-            time.sleep(1)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
-        kill_new_processes(existing)
+    kill_sweep_when(config, lambda: bool(store.keys(kind="replicate", sweep="cmp")),
+                    "the comparison never finished a run", timeout=600)
     done_before = store.keys(kind="replicate", sweep="cmp")
     assert 1 <= len(done_before) < len(LABELS) * SEEDS
 

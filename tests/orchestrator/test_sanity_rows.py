@@ -17,7 +17,8 @@ import torch
 from attacks.sanity import SanityParams, confirm_correct
 from orchestrator.cli import run_command
 from orchestrator.eval_pool import run_local, run_pool
-from orchestrator.evaluate import Target, execute, load_suite, plan, read_masks
+from orchestrator.evaluate import Target, execute, load_suite, plan
+from orchestrator.summary import read_masks
 from orchestrator.report import build_report
 from orchestrator.results import ResultsStore, unpack_mask
 from orchestrator.sanity import plan_confirmations, plan_sanity

@@ -4,13 +4,7 @@ one restarts from its last checkpoint, nothing is duplicated in the store
 from __future__ import annotations
 
 import datetime as dt
-import os
-import signal
-import subprocess
-import sys
-import time
 
-import psutil
 import pytest
 import ray
 import yaml
@@ -18,21 +12,10 @@ import yaml
 from orchestrator.cli import run_command
 from orchestrator.results import ResultsStore
 from orchestrator.storage import Storage
+from killed_sweep import kill_sweep_when
 from tiny import tiny_sweep
 
 pytestmark = pytest.mark.timeout(900)
-
-
-def kill_new_processes(existing: set[int]) -> None:
-    """SIGKILL every process started since `existing` was taken, except this one."""
-    me = os.getpid()
-    victims = [p for p in psutil.process_iter() if p.pid not in existing and p.pid != me]
-    for proc in victims:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(victims, timeout=30)
 
 
 def test_killed_sweep_resumes_from_checkpoints(tmp_path):
@@ -43,20 +26,8 @@ def test_killed_sweep_resumes_from_checkpoints(tmp_path):
     config = tmp_path / "killed.yaml"
     config.write_text(yaml.safe_dump(spec))
     store = ResultsStore(Storage(tmp_path / "store"))
-    existing = set(psutil.pids())
-    log = tmp_path / "driver.log"
-    driver = subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", "--config", str(config)],
-                              start_new_session=True, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 400
-        while not any(r["epoch"] >= 2 for r in store.read(kind="epoch", sweep="killed")):
-            assert driver.poll() is None and time.time() < deadline, (
-                "the sweep never reached a third epoch:\n" + log.read_text()[-3000:])
-            time.sleep(1)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
-        kill_new_processes(existing)  # the Ray the driver started: some of it runs in other sessions
+    kill_sweep_when(config, lambda: any(r["epoch"] >= 2 for r in store.read(kind="epoch", sweep="killed")),
+                    "the sweep never reached a third epoch", timeout=400)
     killed_at = dt.datetime.now(dt.timezone.utc)
     before = {r["key"]: r["written_at"] for r in store.read(kind="epoch", sweep="killed")}
     assert store.read(kind="trial", sweep="killed") == []  # killed inside the first trial
